@@ -1,0 +1,357 @@
+"""The library API: what the CLI and the tests call. Returns result objects; never prints."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.core.graph import FleetGraph
+from orchestrator.core.manifest import env_name_or_default, service_url
+from orchestrator.core.model import Manifest, Plan, UpgradeStep
+from orchestrator.core.planfile import plan_to_json
+from orchestrator.core.planner import ObservedState, pending_nodes, plan_upgrade
+from orchestrator.core.redact import redact_url
+from orchestrator.core.workspace import load_workspace
+from orchestrator.errors import GraphError, MigrateError
+
+
+@dataclass
+class Project:
+    """A loaded workspace plus the process environment its ``${VARS}`` come from."""
+
+    manifest: Manifest
+    graph: FleetGraph
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def env(self, name: str | None) -> str:
+        return env_name_or_default(self.manifest, name)
+
+    def url(self, env: str, service: str) -> str:
+        return service_url(self.manifest, env, service, self.environ)
+
+
+def open_project(
+    config: str | None = None,
+    cwd: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    use_cache: bool = True,
+) -> Project:
+    environ = dict(os.environ if environ is None else environ)
+    ws = load_workspace(config, cwd, environ, use_cache=use_cache)
+    return Project(ws.manifest, ws.graph, environ)
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+# -- services -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ServiceInfo:
+    name: str
+    script_location: str
+    heads: tuple[str, ...]
+    revisions: int
+    builtin_env: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "script_location": self.script_location, "heads": list(self.heads),
+            "revisions": self.revisions, "env_py": not self.builtin_env,
+        }  # fmt: skip
+
+
+def list_services(project: Project) -> list[ServiceInfo]:
+    root = Path(project.manifest.root)
+    out = []
+    for name, svc in project.graph.services.items():
+        loc = Path(svc.spec.script_location)
+        shown = str(loc.relative_to(root)) if loc.is_relative_to(root) else str(loc)
+        out.append(ServiceInfo(name, shown, svc.heads, len(svc.revisions), not svc.has_env_py))
+    return out
+
+
+# -- state --------------------------------------------------------------------------------
+def observe(project: Project, env: str, services: Sequence[str] | None = None) -> ObservedState:
+    """Read every service's current revisions (and the journal's completed copies)."""
+    from orchestrator.runtime.state import read_heads
+
+    heads: dict[str, tuple[str, ...]] = {}
+    for name, svc in project.graph.services.items():
+        if services is not None and name not in services:
+            continue
+        heads[name] = read_heads(project.url(env, name), svc.spec.version_table, name)
+    return ObservedState.of(heads, _completed_copies(project, env))
+
+
+def _completed_copies(project: Project, env: str) -> tuple[str, ...]:
+    if not project.manifest.copies:
+        return ()
+    try:
+        from orchestrator.runtime.journal import completed_copies
+    except ImportError:
+        return ()
+    return completed_copies(project.manifest, env, project.environ)
+
+
+# -- graph --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GraphResult:
+    graph: FleetGraph
+    env: str | None
+    pending: frozenset[str] | None  # None when no env was given
+
+    def to_json(self) -> dict[str, Any]:
+        g = self.graph
+        nodes = []
+        for node in g.order():
+            if node in g.copies:
+                c = g.copies[node]
+                item: dict[str, Any] = {
+                    "id": node,
+                    "kind": "copy",
+                    "source": c.source,
+                    "target": c.target,
+                    "table": c.table,
+                }
+            else:
+                r = g.revisions[node]
+                item = {"id": node, "kind": "revision", "service": r.service, "revision": r.revision,
+                        "message": r.message, "head": r.revision in g.services[r.service].heads}  # fmt: skip
+            if self.pending is not None:
+                item["pending"] = node in self.pending
+            nodes.append(item)
+        edges = [{"from": e.source, "to": e.target, "kind": e.kind} for e in g.edges()]
+        return {"env": self.env, "nodes": nodes, "edges": edges}
+
+
+def graph(project: Project, env: str | None = None) -> GraphResult:
+    if env is None:
+        return GraphResult(project.graph, None, None)
+    name = project.env(env)
+    return GraphResult(project.graph, name, frozenset(pending_nodes(project.graph, observe(project, name))))
+
+
+# -- status -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ServiceStatus:
+    service: str
+    database: str  # redacted URL
+    current: tuple[str, ...]
+    heads: tuple[str, ...]
+    pending: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service, "database": self.database, "current": list(self.current),
+            "heads": list(self.heads), "pending": self.pending,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    env: str
+    services: tuple[ServiceStatus, ...]
+    pending_copies: tuple[str, ...]
+    last_run: dict[str, Any] | None = None
+    interrupted_run: dict[str, Any] | None = None
+    lock: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "services": [s.to_json() for s in self.services],
+            "pending_copies": list(self.pending_copies),
+            "last_run": self.last_run,
+            "interrupted_run": self.interrupted_run,
+            "lock": self.lock,
+        }
+
+
+def status(project: Project, env: str | None = None) -> StatusResult:
+    name = project.env(env)
+    state = observe(project, name)
+    pending = pending_nodes(project.graph, state)
+    heads = state.as_dict()
+    rows = []
+    for svc_name, svc in project.graph.services.items():
+        count = sum(1 for n in pending if n.partition("@")[0] == svc_name and n in project.graph.revisions)
+        rows.append(
+            ServiceStatus(svc_name, redact_url(project.url(name, svc_name)), heads.get(svc_name, ()), svc.heads, count)
+        )
+    copies = tuple(sorted(n for n in pending if n in project.graph.copies))
+    last_run = interrupted = lock = None
+    try:
+        from orchestrator.runtime import journal
+    except ImportError:
+        journal = None  # type: ignore[assignment]
+    if journal is not None:
+        last_run, interrupted, lock = journal.status_summary(project.manifest, name, project.environ)
+    return StatusResult(name, tuple(rows), copies, last_run, interrupted, lock)
+
+
+# -- plan ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepSQL:
+    step_id: str
+    sql: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    plan: Plan
+    sql: tuple[StepSQL, ...] = ()
+    out_path: str | None = None
+    estimates: tuple[tuple[str, int | None], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data = plan_to_json(self.plan)
+        if self.sql:
+            by_id = {s.step_id: s for s in self.sql}
+            for step in data["steps"]:
+                rendered = by_id.get(step["id"])
+                if rendered is not None:
+                    step["sql"] = rendered.sql
+                    if rendered.error:
+                        step["sql_error"] = rendered.error
+        return data
+
+
+def make_plan(
+    project: Project,
+    env: str | None = None,
+    targets: Sequence[str] = (),
+    sql: bool = False,
+    out: str | None = None,
+) -> PlanResult:
+    name = project.env(env)
+    state = observe(project, name)
+    plan = plan_upgrade(project.graph, state, name, targets, created=now_iso())
+    rendered = render_sql(project, plan) if sql else ()
+    out_path = write_plan(project, plan, out) if out is not None else None
+    return PlanResult(plan, rendered, out_path)
+
+
+def render_sql(project: Project, plan: Plan) -> tuple[StepSQL, ...]:
+    from orchestrator.runtime.alembic_runner import render_offline
+
+    out = []
+    for step in plan.steps:
+        if isinstance(step, UpgradeStep):
+            down = (
+                ()
+                if step.down_revision is None
+                else (step.down_revision,)
+                if isinstance(step.down_revision, str)
+                else step.down_revision
+            )
+            spec = project.graph.services[step.service].spec
+            r = render_offline(spec, project.url(plan.env, step.service), step.revision, down)
+            out.append(StepSQL(step.id, r.sql, None if r.error is None else f"cannot be rendered offline: {r.error}"))
+        elif step.kind == "downgrade":
+            spec = project.graph.services[step.service].spec  # type: ignore[union-attr]
+            r = render_offline(spec, project.url(plan.env, step.service), step.revision, (), upgrade=False)  # type: ignore[union-attr]
+            out.append(StepSQL(step.id, r.sql, None if r.error is None else f"cannot be rendered offline: {r.error}"))
+        else:
+            out.append(StepSQL(step.id, None, "a data copy (rows are streamed, not SQL text)"))
+    return tuple(out)
+
+
+def write_plan(project: Project, plan: Plan, out: str) -> str:
+    """Write the plan file; ``out`` may be a file, a folder, or "" for ``plans_dir``."""
+    base = Path(project.manifest.plans_dir)
+    stamp = plan.created.replace(":", "").replace("-", "")
+    default_name = f"{plan.env}-{stamp}-{plan.fingerprint[:8]}.json"
+    if not out:
+        path = base / default_name
+    else:
+        path = Path(out)
+        if path.is_dir():
+            path = path / default_name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plan_to_json(plan), indent=2) + "\n", encoding="utf-8")
+    return str(path)
+
+
+# -- new ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NewRevisionResult:
+    service: str
+    revision: str
+    path: str
+    requires: tuple[str, ...]
+
+
+def new_revision(project: Project, service: str, message: str, requires: Sequence[str] = ()) -> NewRevisionResult:
+    from alembic import command
+    from alembic.config import Config
+
+    if service not in project.graph.services:
+        project.graph.resolve(f"{service}@head", where="SERVICE")
+    resolved = []
+    for ref in requires:
+        node = project.graph.resolve(ref, where="--requires", allow_symbolic=True)
+        if node.partition("@")[0] == service:
+            raise GraphError(
+                f"--requires '{ref}' names the same service; a revision's own history is its down_revision",
+                "requires is for revisions of other services",
+            )
+        resolved.append(node)
+    svc = project.graph.services[service]
+    if len(svc.heads) > 1:
+        raise GraphError(
+            f"service '{service}' has {len(svc.heads)} heads ({', '.join(svc.heads)}); "
+            "a new revision would add another",
+            f"merge them first: alembic merge -m 'merge heads' {' '.join(svc.heads)}",
+        )
+    location = Path(svc.spec.script_location)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(location))
+    template = location / "script.py.mako"
+    borrowed = not template.is_file()
+    if borrowed:  # a bare tree: lend it the built-in template for this one revision
+        import shutil
+
+        shutil.copyfile(Path(__file__).parent / "runtime" / "templates" / "script.py.mako", template)
+    try:
+        script = command.revision(cfg, message=message, head="head" if svc.heads else "base")
+    finally:
+        if borrowed:
+            template.unlink(missing_ok=True)
+    scripts = script if isinstance(script, list) else [script]
+    created = scripts[0]
+    assert created is not None
+    path = Path(created.path)
+    _write_requires(path, tuple(resolved))
+    return NewRevisionResult(service, created.revision, str(path), tuple(resolved))
+
+
+def _write_requires(path: Path, requires: tuple[str, ...]) -> None:
+    """Set the module-level ``requires`` list of a freshly generated revision file."""
+    text = path.read_text(encoding="utf-8")
+    line = f"requires: list[str] = {list(requires)!r}"
+    lines = text.splitlines()
+    for i, existing in enumerate(lines):
+        if existing.startswith("requires") and "=" in existing:
+            lines[i] = line
+            break
+    else:
+        for i, existing in enumerate(lines):
+            if existing.startswith("depends_on"):
+                lines.insert(i + 1, line)
+                break
+        else:
+            lines.append(line)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+__all__ = [
+    "GraphResult", "MigrateError", "PlanResult", "Project", "ServiceInfo", "StatusResult",
+    "graph", "list_services", "make_plan", "new_revision", "observe", "open_project", "status",
+]  # fmt: skip

@@ -1,0 +1,190 @@
+"""`migrate`: one small function per command; each parses options, calls the API, renders."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from orchestrator import api
+from orchestrator.cli import render
+from orchestrator.cli.console import err, out, print_json, print_raw
+from orchestrator.core.redact import redact_text
+from orchestrator.errors import MigrateError
+
+app = typer.Typer(
+    name="migrate",
+    help="Plan, apply, verify and roll back migrations across many services' Alembic trees.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _State:
+    config: str | None = None
+
+
+STATE = _State()
+
+EnvOpt = Annotated[str | None, typer.Option("--env", "-e", help="Environment (default: the manifest's default_env).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output on stdout (and nothing else).")]
+
+
+def fail(exc: MigrateError, as_json: bool) -> typer.Exit:
+    if as_json:
+        print_json(exc.to_dict())
+    else:
+        err.print(f"[bold red]error:[/] {redact_text(exc.message)}", markup=True, highlight=False)
+        if exc.hint:
+            err.print(f"[dim]hint:[/] {redact_text(exc.hint)}", highlight=False)
+    return typer.Exit(exc.exit_code)
+
+
+def handles_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except MigrateError as exc:
+            raise fail(exc, bool(kw.get("as_json") or kw.get("fmt") == "json")) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def project() -> api.Project:
+    return api.open_project(STATE.config)
+
+
+@app.callback()
+def main_options(
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="Manifest file (default: $MIGRATE_CONFIG, migrate.toml, pyproject.toml)."),
+    ] = None,
+) -> None:
+    STATE.config = config
+
+
+@app.command()
+@handles_errors
+def services(as_json: JsonOpt = False) -> None:
+    """Registered services, their heads and script locations."""
+    rows = api.list_services(project())
+    if as_json:
+        print_json({"services": [r.to_json() for r in rows]})
+    else:
+        out.print(render.services_table(rows))
+
+
+class GraphFormat(StrEnum):
+    tree = "tree"
+    mermaid = "mermaid"
+    dot = "dot"
+    json = "json"
+
+
+@app.command()
+@handles_errors
+def graph(
+    fmt: Annotated[GraphFormat, typer.Option("--format", "-f", help="tree, mermaid, dot or json.")] = GraphFormat.tree,
+    env: Annotated[
+        str | None, typer.Option("--env", "-e", help="Mark applied and pending nodes of this environment.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The whole dependency graph of every service's revisions and copy steps."""
+    result = api.graph(project(), env)
+    if as_json or fmt is GraphFormat.json:
+        print_json(result.to_json())
+    elif fmt is GraphFormat.mermaid:
+        print_raw(render.graph_mermaid(result))
+    elif fmt is GraphFormat.dot:
+        print_raw(render.graph_dot(result))
+    else:
+        out.print(render.graph_tree(result))
+
+
+@app.command()
+@handles_errors
+def status(env: EnvOpt = None, as_json: JsonOpt = False) -> None:
+    """Per service: database, current revision(s), head(s), pending count; last and interrupted runs."""
+    result = api.status(project(), env)
+    if as_json:
+        print_json(result.to_json())
+        return
+    out.print(render.status_table(result))
+    for line in render.status_extra(result):
+        out.print(line, highlight=False)
+
+
+@app.command()
+@handles_errors
+def plan(
+    env: EnvOpt = None,
+    target: Annotated[
+        list[str] | None, typer.Option("--target", "-t", help="service@rev to reach (repeatable); default: every head.")
+    ] = None,
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Show the SQL of each step (offline; touches no database).")
+    ] = False,
+    out_file: Annotated[
+        str | None, typer.Option("--out", "-o", help="Write a plan file (a path, or '' for plans_dir).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The ordered pending steps for an environment."""
+    result = api.make_plan(project(), env, target or (), sql=sql, out=out_file)
+    if as_json:
+        print_json(result.to_json())
+    elif sql:
+        print_raw(render.plan_sql_text(result))
+    else:
+        if result.plan.steps:
+            out.print(render.plan_table(result))
+        else:
+            out.print(f"Nothing to do: env {result.plan.env} is at every head.")
+    if result.out_path and not as_json:
+        err.print(f"plan written to {result.out_path}")
+
+
+@app.command()
+@handles_errors
+def new(
+    service: Annotated[str, typer.Argument(help="The service whose tree gets the revision.")],
+    message: Annotated[str, typer.Option("--message", "-m", help="The revision's message.")],
+    requires: Annotated[
+        list[str] | None, typer.Option("--requires", "-r", help="service@rev this revision requires (repeatable).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a revision in a service's tree, with its cross-service `requires` filled in."""
+    result = api.new_revision(project(), service, message, requires or ())
+    if as_json:
+        print_json(
+            {
+                "service": result.service,
+                "revision": result.revision,
+                "path": result.path,
+                "requires": list(result.requires),
+            }
+        )
+    else:
+        out.print(f"created {result.service}@{result.revision}: {result.path}", highlight=False)
+        if result.requires:
+            out.print("requires " + ", ".join(result.requires), highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

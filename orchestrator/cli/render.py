@@ -1,0 +1,193 @@
+"""Human renderings of result objects (rich tables and trees) and graph formats."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from orchestrator.api import GraphResult, PlanResult, ServiceInfo, StatusResult
+from orchestrator.core.model import CopyStep, DowngradeStep, RevertCopyStep, UpgradeStep
+
+
+def short(node: str, n: int = 12) -> str:
+    service, sep, rev = node.partition("@")
+    return f"{service}@{rev[:n]}" if sep else node
+
+
+def services_table(rows: list[ServiceInfo]) -> Table:
+    table = Table(title="Services", title_justify="left")
+    for col in ("service", "heads", "revisions", "script location", "env"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.name, ", ".join(r.heads) or "(empty)", str(r.revisions), r.script_location,
+                      "built-in" if r.builtin_env else "env.py")  # fmt: skip
+    return table
+
+
+def graph_tree(result: GraphResult) -> Tree:
+    g = result.graph
+    title = "Migration graph" + (f" (env {result.env}: [green]applied[/] / [yellow]pending[/])" if result.env else "")
+    root = Tree(title)
+    for name, svc in g.services.items():
+        branch = root.add(f"[bold]{name}[/]  ({len(svc.revisions)} revisions, head {', '.join(svc.heads)})")
+        for rev in svc.revisions:
+            label = Text()
+            if result.pending is not None:
+                pending = rev.node in result.pending
+                label.append("○ " if pending else "● ", style="yellow" if pending else "green")
+            label.append(rev.revision, style="cyan")
+            label.append(f"  {rev.message}")
+            if len(rev.down_revisions) > 1:
+                label.append(f"  (merge of {', '.join(rev.down_revisions)})", style="dim")
+            node = branch.add(label)
+            for req in g.cross_requires.get(rev.node, ()):
+                node.add(Text(f"requires {req}", style="magenta"))
+    if g.copies:
+        copies = root.add("[bold]copies[/]")
+        for cnode, spec in g.copies.items():
+            label = Text()
+            if result.pending is not None:
+                pending = cnode in result.pending
+                label.append("○ " if pending else "● ", style="yellow" if pending else "green")
+            label.append(f"{cnode}", style="cyan")
+            label.append(f"  {spec.source}.{spec.table} -> {spec.target}.{spec.target_table}")
+            node = copies.add(label)
+            for p in g.predecessors(cnode):
+                node.add(Text(f"after {p}", style="magenta"))
+            for s in g.successors(cnode):
+                node.add(Text(f"before {s}", style="magenta"))
+    return root
+
+
+def _mid(node: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", node)
+
+
+def _esc(text: str) -> str:
+    return text.replace('"', "'").replace("\n", " ")
+
+
+def graph_mermaid(result: GraphResult) -> str:
+    g = result.graph
+    lines = ["flowchart TD"]
+    for name, svc in g.services.items():
+        lines.append(f'  subgraph {_mid("svc_" + name)}["{name}"]')
+        for rev in svc.revisions:
+            lines.append(f'    {_mid(rev.node)}["{rev.revision[:12]}<br/>{_esc(rev.message)}"]')
+        lines.append("  end")
+    for cnode, spec in g.copies.items():
+        lines.append(f'  {_mid(cnode)}[/"{cnode}<br/>{spec.source}.{spec.table} to {spec.target}"/]')
+    for e in g.edges():
+        arrow = "-->" if e.kind in ("down_revision", "depends_on") else "-.->"
+        label = "" if e.kind == "down_revision" else f"|{e.kind}|"
+        lines.append(f"  {_mid(e.source)} {arrow}{label} {_mid(e.target)}")
+    if result.pending is not None:
+        lines.append("  classDef pending fill:#fef3c7,stroke:#d97706")
+        lines.append("  classDef applied fill:#dcfce7,stroke:#16a34a")
+        pending = [_mid(n) for n in g.order() if n in result.pending]
+        applied = [_mid(n) for n in g.order() if n not in result.pending]
+        if pending:
+            lines.append(f"  class {','.join(pending)} pending")
+        if applied:
+            lines.append(f"  class {','.join(applied)} applied")
+    return "\n".join(lines) + "\n"
+
+
+def graph_dot(result: GraphResult) -> str:
+    g = result.graph
+    lines = ["digraph migrate {", "  rankdir=LR;", "  node [shape=box, fontsize=10];"]
+    for name, svc in g.services.items():
+        lines.append(f'  subgraph "cluster_{name}" {{')
+        lines.append(f'    label="{name}";')
+        for rev in svc.revisions:
+            attrs = f'label="{rev.revision[:12]}\\n{_esc(rev.message)}"'
+            if result.pending is not None:
+                attrs += ", style=filled, fillcolor=" + ('"#fef3c7"' if rev.node in result.pending else '"#dcfce7"')
+            lines.append(f'    "{rev.node}" [{attrs}];')
+        lines.append("  }")
+    for cnode, spec in g.copies.items():
+        attrs = f'shape=cds, label="{cnode}\\n{spec.source}.{spec.table} -> {spec.target}"'
+        if result.pending is not None:
+            attrs += ", style=filled, fillcolor=" + ('"#fef3c7"' if cnode in result.pending else '"#dcfce7"')
+        lines.append(f'  "{cnode}" [{attrs}];')
+    for e in g.edges():
+        style = "" if e.kind == "down_revision" else f' [style=dashed, label="{e.kind}"]'
+        lines.append(f'  "{e.source}" -> "{e.target}"{style};')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def status_table(result: StatusResult) -> Table:
+    table = Table(title=f"Status of env {result.env}", title_justify="left")
+    for col in ("service", "database", "current", "head", "pending"):
+        table.add_column(col)
+    for s in result.services:
+        current = ", ".join(s.current) if s.current else "(nothing applied)"
+        style = "green" if s.pending == 0 else "yellow"
+        table.add_row(s.service, s.database, current, ", ".join(s.heads), Text(str(s.pending), style=style))
+    return table
+
+
+def status_extra(result: StatusResult) -> list[str]:
+    lines = []
+    if result.pending_copies:
+        lines.append("pending copies: " + ", ".join(result.pending_copies))
+    if result.last_run:
+        r = result.last_run
+        lines.append(f"last run: {r['id']} {r['kind']} {r['outcome']} at {r.get('finished') or r.get('started')}")
+    if result.interrupted_run:
+        r = result.interrupted_run
+        last = r.get("last_step") or {}
+        step = f"; last step {last.get('node')} ({last.get('status')})" if last else ""
+        lines.append(
+            f"[bold red]interrupted run[/]: {r['id']} started {r['started']} by {r.get('holder', '?')}{step}; "
+            "`migrate apply` continues it from the databases' real state"
+        )
+    if result.lock:
+        lk = result.lock
+        lines.append(
+            f"lock held by run {lk.get('run_id')} ({lk.get('holder')}, since {lk.get('since')}; {lk.get('liveness')})"
+        )
+    return lines
+
+
+def step_detail(step: Any) -> tuple[str, str, str]:
+    if isinstance(step, UpgradeStep):
+        return "upgrade", step.message, ", ".join(short(r) for r in step.requires)
+    if isinstance(step, DowngradeStep):
+        return "downgrade", step.message, ""
+    if isinstance(step, CopyStep):
+        return "copy", f"{step.source}.{step.table} -> {step.target}.{step.target_table}", ""
+    if isinstance(step, RevertCopyStep):
+        return "revert copy", f"{step.target}.{step.target_table} -> back to {step.source}.{step.table}", ""
+    return step.kind, "", ""
+
+
+def plan_table(result: PlanResult, title: str | None = None) -> Table:
+    plan = result.plan
+    table = Table(title=title or f"Plan for env {plan.env} ({len(plan.steps)} steps)", title_justify="left")
+    for col in ("#", "step", "kind", "what", "requires"):
+        table.add_column(col)
+    estimates = dict(result.estimates)
+    for i, step in enumerate(plan.steps, 1):
+        kind, what, requires = step_detail(step)
+        if step.id in estimates and estimates[step.id] is not None:
+            what += f" (~{estimates[step.id]:,} rows)"
+        table.add_row(str(i), short(step.id), kind, what, requires)
+    return table
+
+
+def plan_sql_text(result: PlanResult) -> str:
+    chunks = []
+    for rendered in result.sql:
+        chunks.append(f"-- ===== {rendered.step_id} =====")
+        if rendered.error:
+            chunks.append(f"-- {rendered.error}")
+        else:
+            chunks.append((rendered.sql or "").rstrip())
+        chunks.append("")
+    return "\n".join(chunks) + "\n"

@@ -1,0 +1,244 @@
+"""The fleet graph: every revision of every service and every copy step, as one DAG.
+
+networkx lives only in this module; callers get plain strings, tuples and dataclasses.
+An edge ``u -> v`` means "u must be applied before v".
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import networkx as nx
+
+from orchestrator.core.model import CopySpec, Manifest, Revision, Service, copy_node_id, node_id
+from orchestrator.errors import (
+    AmbiguousReferenceError,
+    CycleError,
+    GraphError,
+    UnknownReferenceError,
+)
+
+EdgeKind = Literal["down_revision", "depends_on", "requires", "after", "before"]
+_COPY_ORDER = 10**9
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str
+    target: str
+    kind: EdgeKind
+
+
+class FleetGraph:
+    """Built once from the manifest and the services' revisions; read-only afterwards."""
+
+    def __init__(self, manifest: Manifest, services: Iterable[Service]):
+        self.manifest = manifest
+        self.services: dict[str, Service] = {s.name: s for s in sorted(services, key=lambda s: s.name)}
+        self.revisions: dict[str, Revision] = {}
+        self._prefix_index: dict[str, list[str]] = {}
+        self._labels: dict[tuple[str, str], str] = {}
+        for svc in self.services.values():
+            ids = []
+            for rev in svc.revisions:
+                self.revisions[rev.node] = rev
+                ids.append(rev.revision)
+                for label in rev.branch_labels:
+                    self._labels[(svc.name, label)] = rev.revision
+            self._prefix_index[svc.name] = sorted(ids)
+        self.copies: dict[str, CopySpec] = {c.node: c for c in manifest.copies}
+        self.cross_requires: dict[str, tuple[str, ...]] = {}
+        self._g: nx.DiGraph = nx.DiGraph()
+        self._sort_key: dict[str, tuple[str, int, str]] = {}
+        self._build()
+
+    # -- construction ---------------------------------------------------------------------
+    def _build(self) -> None:
+        g = self._g
+        for node, rev in self.revisions.items():
+            g.add_node(node)
+            self._sort_key[node] = (rev.service, rev.order, rev.revision)
+        for node, rev in self.revisions.items():
+            for down in rev.down_revisions:
+                g.add_edge(node_id(rev.service, down), node, kind="down_revision")
+            for dep in rev.depends_on:
+                dep_node = self.resolve(f"{rev.service}@{dep}", where=f"{rev.path} (depends_on)")
+                g.add_edge(dep_node, node, kind="depends_on")
+        requires: dict[str, list[str]] = {}
+        for node, rev in self.revisions.items():
+            for ref in rev.requires:
+                needed = self.resolve(ref, where=f"{rev.path} (requires)", allow_symbolic=False)
+                requires.setdefault(node, []).append(needed)
+        for i, req in enumerate(self.manifest.requires):
+            where = f"{self.manifest.path} [[requires]] #{i + 1}"
+            node = self.resolve(req.node, where=where + " node", allow_symbolic=False)
+            for ref in req.needs:
+                needed = self.resolve(ref, where=where + " needs", allow_symbolic=False)
+                requires.setdefault(node, []).append(needed)
+        for node, needed_list in requires.items():
+            unique: list[str] = []
+            for needed in needed_list:
+                if needed == node:
+                    raise CycleError([node, node])
+                if needed not in unique:
+                    unique.append(needed)
+                if not g.has_edge(needed, node):
+                    g.add_edge(needed, node, kind="requires")
+            self.cross_requires[node] = tuple(
+                sorted(n for n in unique if n.partition("@")[0] != node.partition("@")[0])
+            )
+        for copy in self.manifest.copies:
+            cnode = copy.node
+            g.add_node(cnode)
+            self._sort_key[cnode] = (copy.target, _COPY_ORDER, copy.name)
+            where = f"{self.manifest.path} [[copies]] '{copy.name}'"
+            for ref in copy.after:
+                g.add_edge(self.resolve(ref, where=where + " after", allow_symbolic=False), cnode, kind="after")
+            for ref in copy.before:
+                g.add_edge(cnode, self.resolve(ref, where=where + " before", allow_symbolic=False), kind="before")
+        self._check_acyclic()
+
+    def _check_acyclic(self) -> None:
+        if nx.is_directed_acyclic_graph(self._g):
+            return
+        cycle = nx.find_cycle(self._g)
+        path = [u for u, _v, *_ in cycle]
+        path.append(path[0])
+        raise CycleError(path)
+
+    # -- references -----------------------------------------------------------------------
+    def resolve(self, ref: str, where: str, allow_symbolic: bool = True) -> str:
+        """Resolve ``service@rev`` (full id, unique prefix, branch label; ``head`` when
+        ``allow_symbolic``) or ``copy:name`` to a node id."""
+        if ref.startswith("copy:"):
+            if ref in self.copies:
+                return ref
+            raise UnknownReferenceError(ref, where, _close(ref, list(self.copies)))
+        service, sep, rev = ref.partition("@")
+        if not sep or not service or not rev:
+            raise GraphError(
+                f"{where}: '{ref}' is not a node reference",
+                "write service@revision, e.g. users@3a9c0d1e2f4b (a unique prefix is enough)",
+            )
+        if service not in self.services:
+            raise UnknownReferenceError(ref, where, [f"{s}@{rev}" for s in _close(service, list(self.services))])
+        svc = self.services[service]
+        if rev == "head":
+            if not allow_symbolic:
+                raise GraphError(f"{where}: '{ref}' must name a revision, not 'head'", "use the revision id")
+            if len(svc.heads) != 1:
+                raise GraphError(
+                    f"{where}: '{ref}' is ambiguous: service '{service}' has heads {', '.join(svc.heads)}",
+                    f"merge them with `alembic -c ... merge -m 'merge heads' {' '.join(svc.heads)}`",
+                )
+            return node_id(service, svc.heads[0])
+        if (service, rev) in self._labels:
+            return node_id(service, self._labels[(service, rev)])
+        ids = self._prefix_index[service]
+        import bisect
+
+        i = bisect.bisect_left(ids, rev)
+        matches = []
+        while i < len(ids) and ids[i].startswith(rev):
+            matches.append(ids[i])
+            i += 1
+        if len(matches) == 1:
+            return node_id(service, matches[0])
+        if len(matches) > 1:
+            raise AmbiguousReferenceError(ref, where, [node_id(service, m) for m in matches[:5]])
+        return self._unknown_revision(ref, where, service, rev)
+
+    def _unknown_revision(self, ref: str, where: str, service: str, rev: str) -> str:
+        ids = self._prefix_index[service]
+        suggestions = [node_id(service, m) for m in difflib.get_close_matches(rev, ids, n=2, cutoff=0.5)]
+        if not suggestions:
+            suggestions = [node_id(service, m) for m in ids if m.startswith(rev[:3])][:2]
+        if not suggestions:
+            for other, other_ids in self._prefix_index.items():
+                if other != service and any(m.startswith(rev) for m in other_ids):
+                    found = next(m for m in other_ids if m.startswith(rev))
+                    suggestions.append(node_id(other, found))
+        raise UnknownReferenceError(ref, where, suggestions)
+
+    # -- queries --------------------------------------------------------------------------
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(self.order())
+
+    def edges(self) -> tuple[Edge, ...]:
+        key = self._sort_key
+        return tuple(
+            Edge(u, v, d["kind"]) for u, v, d in sorted(self._g.edges(data=True), key=lambda e: (key[e[1]], key[e[0]]))
+        )
+
+    def sort_key(self, node: str) -> tuple[str, int, str]:
+        return self._sort_key[node]
+
+    def order(self, nodes: Iterable[str] | None = None) -> list[str]:
+        """Deterministic topological order of ``nodes`` (default: all), by the graph's edges.
+
+        Only edges between the given nodes count; ties break by service name, then the
+        service's own revision order.
+        """
+        graph = self._g if nodes is None else self._g.subgraph(nodes)
+        return list(nx.lexicographical_topological_sort(graph, key=self._sort_key.__getitem__))
+
+    def ancestors(self, nodes: Iterable[str]) -> set[str]:
+        out: set[str] = set()
+        for node in nodes:
+            if node not in out:
+                out |= nx.ancestors(self._g, node)
+        return out
+
+    def descendants(self, nodes: Iterable[str]) -> set[str]:
+        out: set[str] = set()
+        for node in nodes:
+            if node not in out:
+                out |= nx.descendants(self._g, node)
+        return out
+
+    def predecessors(self, node: str) -> list[str]:
+        return sorted(self._g.predecessors(node), key=self._sort_key.__getitem__)
+
+    def successors(self, node: str) -> list[str]:
+        return sorted(self._g.successors(node), key=self._sort_key.__getitem__)
+
+    def service_ancestors(self, service: str, heads: Iterable[str]) -> set[str]:
+        """Revisions of ``service`` at or below the given heads, within the service's own tree."""
+        seen: set[str] = set()
+        stack = [node_id(service, h) for h in heads]
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            rev = self.revisions[node]
+            stack.extend(node_id(service, d) for d in (*rev.down_revisions, *rev.depends_on))
+        return seen
+
+    def applied_nodes(self, state: Mapping[str, Iterable[str]]) -> set[str]:
+        applied: set[str] = set()
+        for service, heads in state.items():
+            if service not in self.services:
+                continue
+            for head in heads:
+                if node_id(service, head) not in self.revisions:
+                    raise GraphError(
+                        f"service '{service}': the database is at revision '{head}', which is not in "
+                        f"{self.services[service].spec.script_location}/versions",
+                        "the tree is older than the database: check out the branch that added it, "
+                        "or `alembic stamp` the database",
+                    )
+            applied |= self.service_ancestors(service, heads)
+        return applied
+
+
+def _close(word: str, options: list[str]) -> list[str]:
+    return difflib.get_close_matches(word, options, n=2, cutoff=0.5)
+
+
+def copy_nodes(graph: FleetGraph) -> tuple[str, ...]:
+    return tuple(sorted(copy_node_id(c.name) for c in graph.manifest.copies))

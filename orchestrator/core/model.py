@@ -1,0 +1,240 @@
+"""Plain values the rest of the tool passes around: frozen, hashable, comparable with ``==``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+def node_id(service: str, revision: str) -> str:
+    return f"{service}@{revision}"
+
+
+def copy_node_id(name: str) -> str:
+    return f"copy:{name}"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One `[services.NAME]` table of the manifest."""
+
+    name: str
+    script_location: str  # absolute path of the Alembic script directory
+    version_table: str = "alembic_version"
+    target_metadata: str | None = None  # "package.module:attr", used by the built-in env
+    naming_convention: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class CopySpec:
+    """One `[[copies]]` entry: move the rows of ``table`` from ``source`` to ``target``."""
+
+    name: str
+    source: str
+    target: str
+    table: str
+    target_table: str
+    columns: tuple[str, ...] | None = None  # None: the columns both tables share
+    key: tuple[str, ...] | None = None  # None: the source table's primary key
+    after: tuple[str, ...] = ()  # node references as written in the manifest
+    before: tuple[str, ...] = ()
+    batch_size: int = 50_000
+    max_rows_per_second: float | None = None
+    pause_seconds: float = 0.0
+
+    @property
+    def node(self) -> str:
+        return copy_node_id(self.name)
+
+
+@dataclass(frozen=True)
+class RequireSpec:
+    """One `[[requires]]` entry of the manifest."""
+
+    node: str
+    needs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """One `[envs.NAME]` table. URLs are kept raw (``${VAR}`` unexpanded) until used."""
+
+    name: str
+    url: str | None = None  # template with {service}
+    urls: tuple[tuple[str, str], ...] = ()  # per-service overrides
+    state_url: str | None = None
+    protected: bool = False
+
+    def raw_url_for(self, service: str) -> str | None:
+        for name, url in self.urls:
+            if name == service:
+                return url
+        if self.url is None:
+            return None
+        return self.url.replace("{service}", service)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: str  # absolute path of the manifest file
+    root: str  # its folder; relative paths in it are relative to this
+    services: tuple[ServiceSpec, ...]
+    envs: tuple[EnvSpec, ...] = ()
+    copies: tuple[CopySpec, ...] = ()
+    requires: tuple[RequireSpec, ...] = ()
+    plans_dir: str = "plans"
+    default_env: str | None = None
+
+    def service(self, name: str) -> ServiceSpec:
+        for spec in self.services:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def service_names(self) -> tuple[str, ...]:
+        return tuple(sorted(s.name for s in self.services))
+
+    def env(self, name: str) -> EnvSpec:
+        for spec in self.envs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One Alembic revision of one service, as read from its file."""
+
+    service: str
+    revision: str  # full id
+    down_revisions: tuple[str, ...]  # () at a base, two or more at a merge
+    depends_on: tuple[str, ...] = ()  # Alembic's own depends_on (same service)
+    message: str = ""
+    path: str = ""
+    checksum: str = ""  # sha256 of the file's bytes
+    requires: tuple[str, ...] = ()  # cross-service references as written in the file
+    irreversible: bool = False
+    destructive: bool = False
+    branch_labels: tuple[str, ...] = ()
+    order: int = 0  # position in the service's own base-to-head order
+
+    @property
+    def node(self) -> str:
+        return node_id(self.service, self.revision)
+
+    @property
+    def down_revision_json(self) -> str | list[str] | None:
+        if not self.down_revisions:
+            return None
+        if len(self.down_revisions) == 1:
+            return self.down_revisions[0]
+        return list(self.down_revisions)
+
+
+@dataclass(frozen=True)
+class Service:
+    spec: ServiceSpec
+    revisions: tuple[Revision, ...]  # base-to-head order (deterministic)
+    heads: tuple[str, ...]
+    bases: tuple[str, ...]
+    has_env_py: bool
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+# --- plans -------------------------------------------------------------------------------
+
+StepKind = Literal["upgrade", "downgrade", "copy", "revert_copy"]
+
+
+@dataclass(frozen=True)
+class UpgradeStep:
+    service: str
+    revision: str
+    down_revision: str | tuple[str, ...] | None
+    message: str
+    requires: tuple[str, ...] = ()  # resolved cross-service requirements, "svc@fullid"
+    checksum: str = ""
+    path: str = ""
+    kind: StepKind = "upgrade"
+
+    @property
+    def id(self) -> str:
+        return node_id(self.service, self.revision)
+
+
+@dataclass(frozen=True)
+class DowngradeStep:
+    """Undo one revision: the database goes from ``revision`` to ``down_revision``."""
+
+    service: str
+    revision: str
+    down_revision: str | tuple[str, ...] | None
+    message: str
+    checksum: str = ""
+    path: str = ""
+    kind: StepKind = "downgrade"
+
+    @property
+    def id(self) -> str:
+        return node_id(self.service, self.revision)
+
+
+@dataclass(frozen=True)
+class CopyStep:
+    name: str
+    source: str
+    target: str
+    table: str
+    target_table: str
+    kind: StepKind = "copy"
+
+    @property
+    def id(self) -> str:
+        return copy_node_id(self.name)
+
+
+@dataclass(frozen=True)
+class RevertCopyStep:
+    name: str
+    source: str
+    target: str
+    table: str
+    target_table: str
+    kind: StepKind = "revert_copy"
+
+    @property
+    def id(self) -> str:
+        return copy_node_id(self.name)
+
+
+Step = UpgradeStep | DowngradeStep | CopyStep | RevertCopyStep
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An ordered, immutable list of steps for one environment, and what it was made from."""
+
+    env: str
+    state: tuple[tuple[str, tuple[str, ...]], ...]  # (service, applied heads), sorted
+    steps: tuple[Step, ...]
+    checksums: tuple[tuple[str, str], ...] = ()  # (node, sha256 of its file), sorted
+    direction: Literal["upgrade", "downgrade"] = "upgrade"
+    created: str = ""
+    fingerprint: str = ""
+    extra: tuple[tuple[str, str], ...] = field(default=())
+
+    def state_dict(self) -> dict[str, list[str]]:
+        return {svc: list(heads) for svc, heads in self.state}
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        names: set[str] = set()
+        for step in self.steps:
+            if isinstance(step, UpgradeStep | DowngradeStep):
+                names.add(step.service)
+            else:
+                names.update((step.source, step.target))
+        return tuple(sorted(names))

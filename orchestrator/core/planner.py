@@ -1,0 +1,212 @@
+"""The planner: (graph, observed state, targets) in, an immutable ``Plan`` out. No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from orchestrator.core.graph import FleetGraph
+from orchestrator.core.model import (
+    CopyStep,
+    DowngradeStep,
+    Plan,
+    RevertCopyStep,
+    Step,
+    UpgradeStep,
+    node_id,
+)
+from orchestrator.core.planfile import fingerprint
+from orchestrator.errors import GraphError, MigrateError
+
+
+@dataclass(frozen=True)
+class ObservedState:
+    """What the databases and the journal say, read before planning."""
+
+    heads: tuple[tuple[str, tuple[str, ...]], ...]  # (service, applied heads), sorted
+    completed_copies: tuple[str, ...] = ()  # copy names whose last run completed
+
+    @classmethod
+    def of(cls, heads: Mapping[str, Iterable[str]], completed_copies: Iterable[str] = ()) -> ObservedState:
+        return cls(
+            heads=tuple(sorted((s, tuple(sorted(h))) for s, h in heads.items())),
+            completed_copies=tuple(sorted(set(completed_copies))),
+        )
+
+    def as_dict(self) -> dict[str, tuple[str, ...]]:
+        return dict(self.heads)
+
+
+def upgrade_step(graph: FleetGraph, node: str) -> Step:
+    if node in graph.copies:
+        c = graph.copies[node]
+        return CopyStep(name=c.name, source=c.source, target=c.target, table=c.table, target_table=c.target_table)
+    rev = graph.revisions[node]
+    down: str | tuple[str, ...] | None = (
+        None
+        if not rev.down_revisions
+        else rev.down_revisions[0]
+        if len(rev.down_revisions) == 1
+        else rev.down_revisions
+    )
+    return UpgradeStep(
+        service=rev.service,
+        revision=rev.revision,
+        down_revision=down,
+        message=rev.message,
+        requires=graph.cross_requires.get(node, ()),
+        checksum=rev.checksum,
+        path=rev.path,
+    )
+
+
+def downgrade_step(graph: FleetGraph, node: str) -> Step:
+    if node in graph.copies:
+        c = graph.copies[node]
+        return RevertCopyStep(name=c.name, source=c.source, target=c.target, table=c.table, target_table=c.target_table)
+    rev = graph.revisions[node]
+    down: str | tuple[str, ...] | None = (
+        None
+        if not rev.down_revisions
+        else rev.down_revisions[0]
+        if len(rev.down_revisions) == 1
+        else rev.down_revisions
+    )
+    return DowngradeStep(
+        service=rev.service, revision=rev.revision, down_revision=down, message=rev.message,
+        checksum=rev.checksum, path=rev.path,
+    )  # fmt: skip
+
+
+def pending_nodes(graph: FleetGraph, state: ObservedState) -> set[str]:
+    """Every revision not applied, and every copy not recorded complete whose window is open."""
+    applied = graph.applied_nodes(state.as_dict())
+    pending = {n for n in graph.revisions if n not in applied}
+    done = set(state.completed_copies)
+    for cnode, spec in graph.copies.items():
+        if spec.name in done:
+            continue
+        # A copy whose `before` revisions are already applied can no longer run: its source
+        # is gone. It is left out rather than planned to fail.
+        if any(b in applied for b in graph.successors(cnode) if b not in graph.copies):
+            continue
+        pending.add(cnode)
+    return pending
+
+
+def plan_upgrade(
+    graph: FleetGraph,
+    state: ObservedState,
+    env: str,
+    targets: Sequence[str] = (),
+    created: str = "",
+) -> Plan:
+    pending = pending_nodes(graph, state)
+    if targets:
+        wanted: set[str] = set()
+        for ref in targets:
+            wanted |= _expand_target(graph, ref)
+        closure = graph.ancestors(wanted) | wanted
+        selected = {n for n in closure if n in pending}
+    else:
+        selected = pending
+    steps = tuple(upgrade_step(graph, n) for n in graph.order(selected))
+    return seal(
+        Plan(
+            env=env,
+            state=state.heads,
+            steps=steps,
+            checksums=_checksums(graph, steps),
+            direction="upgrade",
+            created=created,
+            extra=(("completed_copies", ",".join(state.completed_copies)),),
+        )
+    )
+
+
+def _expand_target(graph: FleetGraph, ref: str) -> set[str]:
+    service, sep, rev = ref.partition("@")
+    if sep and rev == "head" and service in graph.services:
+        return {node_id(service, h) for h in graph.services[service].heads}
+    if sep and rev == "base":
+        raise GraphError(
+            f"--target '{ref}': 'base' is not something to apply", "use `migrate rollback --to " + ref + "`"
+        )
+    return {graph.resolve(ref, where="--target")}
+
+
+def plan_rollback_to(graph: FleetGraph, state: ObservedState, env: str, ref: str, created: str = "") -> Plan:
+    """Take one service back to a revision and, first, every applied node that requires what
+    is undone (transitively, in any service)."""
+    service, sep, rev = ref.partition("@")
+    if not sep or service not in graph.services:
+        graph.resolve(ref, where="--to")  # raises the right error
+    applied = graph.applied_nodes(state.as_dict())
+    if rev == "base":
+        keep: set[str] = set()
+    else:
+        target = graph.resolve(ref, where="--to")
+        keep = graph.service_ancestors(service, [target.partition("@")[2]])
+    undo = {n for n in applied if n.partition("@")[0] == service and n not in keep}
+    dependents = {n for n in graph.descendants(undo) if n in applied or n in graph.copies}
+    undo |= dependents
+    done = set(state.completed_copies)
+    undo = {n for n in undo if n not in graph.copies or graph.copies[n].name in done}
+    return _downgrade_plan(graph, state, env, undo, created)
+
+
+def plan_rollback_nodes(
+    graph: FleetGraph, state: ObservedState, env: str, nodes: Sequence[str], created: str = ""
+) -> Plan:
+    """Undo the given nodes (those of one run), still applied, in reverse topological order."""
+    applied = graph.applied_nodes(state.as_dict())
+    done = set(state.completed_copies)
+    undo = set()
+    for n in nodes:
+        if n in graph.copies:
+            if graph.copies[n].name in done:
+                undo.add(n)
+        elif n in applied:
+            undo.add(n)
+        elif n not in graph.revisions:
+            raise MigrateError(f"the run applied '{n}', which is no longer in the tree", "restore the file")
+    blockers = sorted(d for d in graph.descendants(undo) if d in applied and d not in undo and d not in graph.copies)
+    if blockers:
+        raise MigrateError(
+            f"cannot undo this run: later revisions outside it still build on it: {', '.join(blockers[:5])}",
+            "roll back the later run first (`migrate history` lists the runs), or use --to",
+        )
+    return _downgrade_plan(graph, state, env, undo, created)
+
+
+def _downgrade_plan(graph: FleetGraph, state: ObservedState, env: str, undo: set[str], created: str) -> Plan:
+    order = list(reversed(graph.order(undo)))
+    steps = tuple(downgrade_step(graph, n) for n in order)
+    return seal(
+        Plan(
+            env=env, state=state.heads, steps=steps, checksums=_checksums(graph, steps),
+            direction="downgrade", created=created,
+            extra=(("completed_copies", ",".join(state.completed_copies)),),
+        )
+    )  # fmt: skip
+
+
+def _checksums(graph: FleetGraph, steps: Iterable[Step]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for step in steps:
+        if isinstance(step, UpgradeStep | DowngradeStep):
+            out.append((step.id, step.checksum))
+        else:
+            spec = graph.copies[step.id]
+            out.append((step.id, copy_spec_checksum(spec)))
+    return tuple(sorted(out))
+
+
+def copy_spec_checksum(spec: object) -> str:
+    import hashlib
+
+    return hashlib.sha256(repr(spec).encode()).hexdigest()
+
+
+def seal(plan: Plan) -> Plan:
+    return replace(plan, fingerprint=fingerprint(plan))

@@ -1,0 +1,1 @@
+"""Database I/O: engines, state, Alembic runs, journal, lock, copies."""

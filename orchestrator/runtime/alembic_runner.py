@@ -1,0 +1,198 @@
+"""Run one service's revisions through Alembic's own Python API.
+
+The orchestrator decides exactly which revisions run, so it hands Alembic the list of
+``RevisionStep`` objects itself (through the ``fn`` of an ``EnvironmentContext``), on one
+connection, with one transaction per revision. The service's own ``env.py`` runs when there
+is one (the connection is in ``config.attributes["connection"]`` and ``sqlalchemy.url`` is
+set); otherwise a built-in environment does what a plain env.py would.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import RevisionStep
+from alembic.script import ScriptDirectory
+
+from orchestrator.core.model import ServiceSpec
+from orchestrator.errors import MigrateError
+
+# (revision id, event) -> None; event is "start" or "done" (after the revision's commit).
+StepHook = Callable[[str, str], None]
+
+
+class _OrchestratedContext(EnvironmentContext):
+    """An EnvironmentContext whose ``configure`` always adds what the orchestrator needs,
+    whatever the service's env.py passes."""
+
+    orchestrator_opts: dict[str, Any]
+
+    def configure(self, *args: Any, **kw: Any) -> None:  # type: ignore[override]
+        opts = self.orchestrator_opts
+        kw["transaction_per_migration"] = True
+        if opts.get("transactional_ddl") is not None:
+            kw["transactional_ddl"] = opts["transactional_ddl"]
+        if opts.get("as_sql"):
+            kw.setdefault("literal_binds", True)
+            if kw.get("url") is None and kw.get("connection") is None:
+                kw["url"] = opts["url"]
+            kw.pop("connection", None) if kw.get("url") else None
+        super().configure(*args, **kw)
+
+
+def _hooked_step(revision_map: Any, revision: Any, is_upgrade: bool, on_start: Callable[[], None]) -> RevisionStep:
+    """A RevisionStep that reports when its migration function starts."""
+    step = RevisionStep(revision_map, revision, is_upgrade)
+    fn = step.migration_fn
+
+    def run(*args: Any, **kw: Any) -> Any:
+        on_start()
+        return fn(*args, **kw)
+
+    step.migration_fn = run
+    return step
+
+
+def make_config(spec: ServiceSpec, url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", spec.script_location)
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def _target_metadata(spec: ServiceSpec) -> sa.MetaData | None:
+    if spec.target_metadata:
+        module, _, attr = spec.target_metadata.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise MigrateError(
+                f"service '{spec.name}': target_metadata '{spec.target_metadata}' cannot be imported: {exc}",
+                "check the module path and that it is importable from the manifest's folder",
+            ) from exc
+        return obj  # type: ignore[no-any-return]
+    if spec.naming_convention:
+        return sa.MetaData(naming_convention=dict(spec.naming_convention))
+    return None
+
+
+def _builtin_env(context: _OrchestratedContext, spec: ServiceSpec, connection: sa.Connection | None) -> None:
+    kw: dict[str, Any] = {"version_table": spec.version_table, "target_metadata": _target_metadata(spec)}
+    if context.is_offline_mode():
+        context.configure(url=context.orchestrator_opts["url"], literal_binds=True, **kw)
+    else:
+        context.configure(connection=connection, **kw)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+@dataclass
+class StatementLog:
+    """Statements sent to a database while one revision ran (for non-transactional DDL)."""
+
+    statements: list[str]
+    current: str | None = None
+
+
+def run_revisions(
+    spec: ServiceSpec,
+    url: str,
+    connection: sa.Connection,
+    revisions: Sequence[str],
+    upgrade: bool,
+    hook: StepHook | None = None,
+    statement_log: StatementLog | None = None,
+) -> None:
+    """Apply (or undo) exactly ``revisions``, in order, on ``connection``."""
+    cfg = make_config(spec, url)
+    cfg.attributes["connection"] = connection
+    script = ScriptDirectory.from_config(cfg)
+    pending = list(revisions)
+    state = {"started": None}
+
+    def on_start_of(rev: str) -> Callable[[], None]:
+        def on_start() -> None:
+            previous = state["started"]
+            if previous is not None and hook:
+                hook(previous, "done")  # the previous revision's transaction has committed
+            state["started"] = rev  # type: ignore[assignment]
+            if statement_log is not None:
+                statement_log.statements.clear()
+                statement_log.current = rev
+            if hook:
+                hook(rev, "start")
+
+        return on_start
+
+    def fn(heads: Any, _context: Any) -> list[RevisionStep]:
+        rmap = script.revision_map
+        return [_hooked_step(rmap, script.get_revision(r), upgrade, on_start_of(r)) for r in pending]
+
+    listener = None
+    if statement_log is not None:
+
+        def listener(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+            statement_log.statements.append(statement)
+
+        sa.event.listen(connection, "before_cursor_execute", listener)
+    context = _OrchestratedContext(cfg, script, fn=fn)
+    dialect = connection.dialect.name
+    context.orchestrator_opts = {"transactional_ddl": True if dialect == "sqlite" else None, "url": url}
+    try:
+        with context:
+            if script.dir and _has_env_py(script):
+                script.run_env()
+            else:
+                _builtin_env(context, spec, connection)
+        if state["started"] is not None and hook:
+            hook(state["started"], "done")
+    finally:
+        if listener is not None:
+            sa.event.remove(connection, "before_cursor_execute", listener)
+
+
+def _has_env_py(script: ScriptDirectory) -> bool:
+    import os
+
+    return os.path.isfile(os.path.join(script.dir, "env.py"))
+
+
+@dataclass(frozen=True)
+class RenderedStep:
+    revision: str
+    sql: str | None
+    error: str | None
+
+
+def render_offline(
+    spec: ServiceSpec, url: str, revision: str, down: Sequence[str], upgrade: bool = True
+) -> RenderedStep:
+    """The SQL one revision would run, through Alembic's offline mode, touching no database."""
+    buf = io.StringIO()
+    cfg = make_config(spec, url)
+    cfg.output_buffer = buf
+    script = ScriptDirectory.from_config(cfg)
+    start: Any = (tuple(down) or None) if upgrade else (revision,)
+
+    def fn(heads: Any, _context: Any) -> list[RevisionStep]:
+        return [RevisionStep(script.revision_map, script.get_revision(revision), upgrade)]
+
+    context = _OrchestratedContext(cfg, script, fn=fn, as_sql=True, starting_rev=start)
+    context.orchestrator_opts = {"as_sql": True, "url": url}
+    try:
+        with context:
+            if _has_env_py(script):
+                script.run_env()
+            else:
+                _builtin_env(context, spec, None)
+    except Exception as exc:  # offline mode cannot run code that reads the database
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        return RenderedStep(revision, None, reason)
+    return RenderedStep(revision, buf.getvalue(), None)

@@ -1,0 +1,78 @@
+"""Engines for service and state databases, built one way everywhere."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from orchestrator.core.redact import redact_text, redact_url
+from orchestrator.errors import DatabaseUnreachableError, ManifestError
+
+
+def dialect_of(url: str) -> str:
+    try:
+        return make_url(url).get_backend_name()
+    except Exception:
+        return url.partition(":")[0].partition("+")[0]
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite URL, or None for memory / non-SQLite URLs."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite":
+        return None
+    db = u.database
+    if not db or db == ":memory:":
+        return None
+    return db
+
+
+def _transactional_sqlite(engine: sa.Engine) -> None:
+    """Make pysqlite run DDL inside real transactions (SQLAlchemy's documented recipe)."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+def create_engine(url: str, *, create_sqlite_dir: bool = True, **kw: Any) -> sa.Engine:
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise ManifestError(f"not a database URL: {redact_url(url)}", file="(environment)") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        path = sqlite_path(url)
+        if path and create_sqlite_dir:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, poolclass=sa.pool.NullPool, **kw)
+        _transactional_sqlite(engine)
+        return engine
+    if backend in ("mysql", "mariadb"):
+        query = dict(parsed.query)
+        query.setdefault("charset", "utf8mb4")
+        parsed = parsed.set(query=query)
+    kw.setdefault("pool_pre_ping", True)
+    return sa.create_engine(parsed, **kw)
+
+
+def unreachable(service: str, url: str, exc: BaseException) -> DatabaseUnreachableError:
+    detail = redact_text(
+        str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
+    )
+    return DatabaseUnreachableError(
+        f"cannot reach the database of '{service}' at {redact_url(url)}: {detail}",
+        "check that the server runs and the URL (and its ${VARS}) are right",
+    )

@@ -1,0 +1,51 @@
+"""Read each service's current revisions from its ``alembic_version`` table.
+
+Reading never creates anything: a SQLite file that does not exist means nothing is applied,
+and it is opened read-only when it does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+
+from orchestrator.core.manifest import service_url
+from orchestrator.core.model import Manifest
+from orchestrator.runtime.engines import create_engine, sqlite_path, unreachable
+
+
+def read_heads(url: str, version_table: str = "alembic_version", service: str = "?") -> tuple[str, ...]:
+    path = sqlite_path(url)
+    if path is not None:
+        if not os.path.exists(path):
+            return ()
+        engine = sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", poolclass=sa.pool.NullPool)
+    else:
+        engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(version_table):
+                return ()
+            table = sa.table(version_table, sa.column("version_num"))
+            rows = conn.execute(sa.select(table.c.version_num)).scalars().all()
+            return tuple(sorted(str(r) for r in rows))
+    except sa.exc.OperationalError as exc:
+        raise unreachable(service, url, exc) from exc
+    except sa.exc.InterfaceError as exc:
+        raise unreachable(service, url, exc) from exc
+    finally:
+        engine.dispose()
+
+
+def read_env_heads(
+    manifest: Manifest, env: str, services: list[str] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for spec in manifest.services:
+        if services is not None and spec.name not in services:
+            continue
+        url = service_url(manifest, env, spec.name, environ)
+        out[spec.name] = read_heads(url, spec.version_table, spec.name)
+    return out
