@@ -61,9 +61,12 @@ class ServiceInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.name, "script_location": self.script_location, "heads": list(self.heads),
-            "revisions": self.revisions, "env_py": not self.builtin_env,
-        }  # fmt: skip
+            "name": self.name,
+            "script_location": self.script_location,
+            "heads": list(self.heads),
+            "revisions": self.revisions,
+            "env_py": not self.builtin_env,
+        }
 
 
 def list_services(project: Project) -> list[ServiceInfo]:
@@ -121,8 +124,14 @@ class GraphResult:
                 }
             else:
                 r = g.revisions[node]
-                item = {"id": node, "kind": "revision", "service": r.service, "revision": r.revision,
-                        "message": r.message, "head": r.revision in g.services[r.service].heads}  # fmt: skip
+                item = {
+                    "id": node,
+                    "kind": "revision",
+                    "service": r.service,
+                    "revision": r.revision,
+                    "message": r.message,
+                    "head": r.revision in g.services[r.service].heads,
+                }
             if self.pending is not None:
                 item["pending"] = node in self.pending
             nodes.append(item)
@@ -148,9 +157,12 @@ class ServiceStatus:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "service": self.service, "database": self.database, "current": list(self.current),
-            "heads": list(self.heads), "pending": self.pending,
-        }  # fmt: skip
+            "service": self.service,
+            "database": self.database,
+            "current": list(self.current),
+            "heads": list(self.heads),
+            "pending": self.pending,
+        }
 
 
 @dataclass(frozen=True)
@@ -352,6 +364,17 @@ def _write_requires(path: Path, requires: tuple[str, ...]) -> None:
 
 
 __all__ = [
-    "GraphResult", "MigrateError", "PlanResult", "Project", "ServiceInfo", "StatusResult",
-    "graph", "list_services", "make_plan", "new_revision", "observe", "open_project", "status",
-]  # fmt: skip
+    "GraphResult",
+    "MigrateError",
+    "PlanResult",
+    "Project",
+    "ServiceInfo",
+    "StatusResult",
+    "graph",
+    "list_services",
+    "make_plan",
+    "new_revision",
+    "observe",
+    "open_project",
+    "status",
+]

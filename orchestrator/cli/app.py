@@ -182,6 +182,138 @@ def new(
             out.print("requires " + ", ".join(result.requires), highlight=False)
 
 
+def _confirm(project: api.Project, env: str | None, yes: bool) -> bool:
+    """--yes, or on a terminal a typed confirmation of a protected environment's name."""
+    if yes:
+        return True
+    name = project.env(env)
+    if not project.manifest.env(name).protected or not sys.stdin.isatty():
+        return False
+    err.print(f"env [bold]{name}[/] is protected. Type its name to go on: ", end="")
+    answer = sys.stdin.readline().strip()
+    return answer == name
+
+
+def _render_run(result: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(result.to_json())
+    else:
+        if result.outcome == "dry_run":
+            title = f"Dry run: {result.kind} on env {result.env} ({len(result.plan.steps)} steps)"
+            if result.plan.steps:
+                out.print(render.plan_table(api.PlanResult(result.plan), title=title))
+                if result.sql:
+                    print_raw(render.plan_sql_text(api.PlanResult(result.plan, result.sql)))
+        style = {0: "green", 1: "red", 4: "bold red"}.get(result.exit_code, "yellow")
+        err.print(f"[{style}]{result.message}[/]", highlight=False)
+        for step in result.next_steps:
+            err.print(f"[dim]next:[/] {step}", highlight=False)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+WaitOpt = Annotated[float, typer.Option("--wait", help="Wait up to SECONDS for a lock held by another run.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Confirm a protected environment without a prompt.")]
+DryOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would run; change nothing anywhere.")]
+
+
+@app.command()
+@handles_errors
+def apply(
+    plan_file: Annotated[str | None, typer.Argument(help="A plan file made by `migrate plan --out`.")] = None,
+    env: EnvOpt = None,
+    target: Annotated[
+        list[str] | None, typer.Option("--target", "-t", help="service@rev to reach (repeatable).")
+    ] = None,
+    dry_run: DryOpt = False,
+    yes: YesOpt = False,
+    no_rollback: Annotated[bool, typer.Option("--no-rollback", help="On failure keep what succeeded.")] = False,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, max=64, help="Run steps on different databases at once.")
+    ] = 1,
+    wait: WaitOpt = 0.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Apply the pending steps (computed now, or a saved plan file)."""
+    from orchestrator import executor
+    from orchestrator.cli.progress import ProgressObserver
+
+    proj = project()
+    confirmed = dry_run or _confirm(proj, env, yes)
+    result = executor.apply(
+        proj,
+        env,
+        plan_file,
+        target or (),
+        dry_run=dry_run,
+        confirmed=confirmed,
+        no_rollback=no_rollback,
+        jobs=jobs,
+        wait=wait,
+        observer=ProgressObserver(quiet=False),
+    )
+    _render_run(result, as_json)
+
+
+@app.command()
+@handles_errors
+def rollback(
+    env: EnvOpt = None,
+    run: Annotated[
+        str | None, typer.Option("--run", help="The run to undo (default: the last successful one).")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Take one service back to service@rev (or service@base).")
+    ] = None,
+    dry_run: DryOpt = False,
+    yes: YesOpt = False,
+    wait: WaitOpt = 0.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Undo a run, or take a service back to a revision (dependents in other services first)."""
+    from orchestrator import executor
+    from orchestrator.cli.progress import ProgressObserver
+
+    proj = project()
+    confirmed = dry_run or _confirm(proj, env, yes)
+    result = executor.rollback(
+        proj, env, run_id=run, to=to, dry_run=dry_run, confirmed=confirmed, wait=wait, observer=ProgressObserver()
+    )
+    _render_run(result, as_json)
+
+
+@app.command()
+@handles_errors
+def unlock(env: EnvOpt = None, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
+    """Release an environment's lock whose holder is gone."""
+    from orchestrator import executor
+
+    released = executor.unlock(project(), env, yes)
+    if as_json:
+        print_json({"released": released.to_json() if released else None})
+    elif released is None:
+        err.print("No lock is held.")
+    else:
+        err.print(f"Released the lock of run {released.run_id} ({released.holder}).", highlight=False)
+
+
+@app.command()
+@handles_errors
+def history(
+    env: EnvOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Show at most N runs.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """The runs in the journal, with their steps and outcomes."""
+    from orchestrator import executor
+
+    runs = executor.history(project(), env, limit)
+    if as_json:
+        print_json({"runs": runs})
+    else:
+        out.print(render.history_tree(runs))
+
+
 def main() -> None:
     try:
         app()

@@ -23,8 +23,13 @@ def services_table(rows: list[ServiceInfo]) -> Table:
     for col in ("service", "heads", "revisions", "script location", "env"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.name, ", ".join(r.heads) or "(empty)", str(r.revisions), r.script_location,
-                      "built-in" if r.builtin_env else "env.py")  # fmt: skip
+        table.add_row(
+            r.name,
+            ", ".join(r.heads) or "(empty)",
+            str(r.revisions),
+            r.script_location,
+            "built-in" if r.builtin_env else "env.py",
+        )
     return table
 
 
@@ -124,7 +129,7 @@ def graph_dot(result: GraphResult) -> str:
 def status_table(result: StatusResult) -> Table:
     table = Table(title=f"Status of env {result.env}", title_justify="left")
     for col in ("service", "database", "current", "head", "pending"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for s in result.services:
         current = ", ".join(s.current) if s.current else "(nothing applied)"
         style = "green" if s.pending == 0 else "yellow"
@@ -191,3 +196,28 @@ def plan_sql_text(result: PlanResult) -> str:
             chunks.append((rendered.sql or "").rstrip())
         chunks.append("")
     return "\n".join(chunks) + "\n"
+
+
+def history_tree(runs: list[dict[str, Any]]) -> Tree:
+    root = Tree("Runs (newest first)")
+    if not runs:
+        root.add("no runs yet")
+    colors = {"succeeded": "green", "rolled_back": "yellow", "failed": "red", "needs_attention": "bold red"}
+    for run in runs:
+        color = colors.get(run["outcome"], "cyan")
+        extra = f", undone by {run['undone_by']}" if run.get("undone_by") else ""
+        extra += f", undoes {run['undoes_run']}" if run.get("undoes_run") else ""
+        branch = root.add(
+            f"[bold]{run['id']}[/] {run['kind']} [{color}]{run['outcome']}[/] "
+            f"{run['started']} by {run['holder']}{extra}"
+        )
+        if run.get("error"):
+            branch.add(Text(run["error"], style="red"))
+        for s in run["steps"]:
+            took = f" {s['seconds']:.2f}s" if s.get("seconds") is not None else ""
+            rows = f" {s['rows']:,} rows" if s.get("rows") is not None else ""
+            line = Text(f"{s['seq']:>3}. {s['node']} {s['kind']} {s['status']}{took}{rows}")
+            if s.get("error"):
+                line.append(f"  {s['error']}", style="red")
+            branch.add(line)
+    return root

@@ -21,9 +21,19 @@ _TOP_KEYS = {"plans_dir", "default_env", "services", "envs", "copies", "requires
 _SERVICE_KEYS = {"script_location", "version_table", "target_metadata", "naming_convention"}
 _ENV_KEYS = {"url", "urls", "state_url", "protected"}
 _COPY_KEYS = {
-    "name", "source", "target", "table", "target_table", "columns", "key", "after", "before",
-    "batch_size", "max_rows_per_second", "pause_seconds",
-}  # fmt: skip
+    "name",
+    "source",
+    "target",
+    "table",
+    "target_table",
+    "columns",
+    "key",
+    "after",
+    "before",
+    "batch_size",
+    "max_rows_per_second",
+    "pause_seconds",
+}
 _REQUIRE_KEYS = {"node", "needs"}
 
 

@@ -21,19 +21,31 @@ def _down_json(down: str | tuple[str, ...] | None) -> str | list[str] | None:
 def step_to_json(step: Step) -> dict[str, Any]:
     if isinstance(step, UpgradeStep):
         return {
-            "id": step.id, "kind": "upgrade", "service": step.service, "revision": step.revision,
-            "down_revision": _down_json(step.down_revision), "message": step.message,
+            "id": step.id,
+            "kind": "upgrade",
+            "service": step.service,
+            "revision": step.revision,
+            "down_revision": _down_json(step.down_revision),
+            "message": step.message,
             "requires": list(step.requires),
-        }  # fmt: skip
+        }
     if isinstance(step, DowngradeStep):
         return {
-            "id": step.id, "kind": "downgrade", "service": step.service, "revision": step.revision,
-            "down_revision": _down_json(step.down_revision), "message": step.message,
-        }  # fmt: skip
+            "id": step.id,
+            "kind": "downgrade",
+            "service": step.service,
+            "revision": step.revision,
+            "down_revision": _down_json(step.down_revision),
+            "message": step.message,
+        }
     out: dict[str, Any] = {
-        "id": step.id, "kind": step.kind, "name": step.name, "source": step.source,
-        "target": step.target, "table": step.table,
-    }  # fmt: skip
+        "id": step.id,
+        "kind": step.kind,
+        "name": step.name,
+        "source": step.source,
+        "target": step.target,
+        "table": step.table,
+    }
     if step.target_table != step.table:
         out["target_table"] = step.target_table
     return out
@@ -81,23 +93,31 @@ def step_from_json(data: dict[str, Any], checksums: dict[str, str]) -> Step:
     kind = data["kind"]
     if kind == "upgrade":
         return UpgradeStep(
-            service=data["service"], revision=data["revision"],
-            down_revision=_down_from_json(data["down_revision"]), message=data["message"],
-            requires=tuple(data.get("requires", ())), checksum=checksums.get(data["id"], ""),
-        )  # fmt: skip
+            service=data["service"],
+            revision=data["revision"],
+            down_revision=_down_from_json(data["down_revision"]),
+            message=data["message"],
+            requires=tuple(data.get("requires", ())),
+            checksum=checksums.get(data["id"], ""),
+        )
     if kind == "downgrade":
         return DowngradeStep(
-            service=data["service"], revision=data["revision"],
-            down_revision=_down_from_json(data["down_revision"]), message=data["message"],
+            service=data["service"],
+            revision=data["revision"],
+            down_revision=_down_from_json(data["down_revision"]),
+            message=data["message"],
             checksum=checksums.get(data["id"], ""),
-        )  # fmt: skip
+        )
     cls = CopyStep if kind == "copy" else RevertCopyStep
     if kind not in ("copy", "revert_copy"):
         raise ValueError(f"unknown step kind {kind!r}")
     return cls(
-        name=data["name"], source=data["source"], target=data["target"], table=data["table"],
+        name=data["name"],
+        source=data["source"],
+        target=data["target"],
+        table=data["table"],
         target_table=data.get("target_table", data["table"]),
-    )  # fmt: skip
+    )
 
 
 def plan_from_json(data: Any, source: str) -> Plan:

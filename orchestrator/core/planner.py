@@ -73,9 +73,13 @@ def downgrade_step(graph: FleetGraph, node: str) -> Step:
         else rev.down_revisions
     )
     return DowngradeStep(
-        service=rev.service, revision=rev.revision, down_revision=down, message=rev.message,
-        checksum=rev.checksum, path=rev.path,
-    )  # fmt: skip
+        service=rev.service,
+        revision=rev.revision,
+        down_revision=down,
+        message=rev.message,
+        checksum=rev.checksum,
+        path=rev.path,
+    )
 
 
 def pending_nodes(graph: FleetGraph, state: ObservedState) -> set[str]:
@@ -184,11 +188,15 @@ def _downgrade_plan(graph: FleetGraph, state: ObservedState, env: str, undo: set
     steps = tuple(downgrade_step(graph, n) for n in order)
     return seal(
         Plan(
-            env=env, state=state.heads, steps=steps, checksums=_checksums(graph, steps),
-            direction="downgrade", created=created,
+            env=env,
+            state=state.heads,
+            steps=steps,
+            checksums=_checksums(graph, steps),
+            direction="downgrade",
+            created=created,
             extra=(("completed_copies", ",".join(state.completed_copies)),),
         )
-    )  # fmt: skip
+    )
 
 
 def _checksums(graph: FleetGraph, steps: Iterable[Step]) -> tuple[tuple[str, str], ...]:

@@ -1,0 +1,742 @@
+"""Apply and roll back plans: verify, lock, re-read, run, compensate, journal every step.
+
+The order of work is always: verify the plan file (fingerprint, revision checksums, env),
+take the environment lock and the databases' advisory locks, re-read the databases' real
+state, then act. A failed step is undone together with everything this run applied, in
+reverse completion order; a failed undo stops and says what state each database is in.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import queue as queue_mod
+import threading
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.api import Project, StepSQL, now_iso, observe, render_sql
+from orchestrator.core.graph import FleetGraph
+from orchestrator.core.manifest import state_url
+from orchestrator.core.model import CopyStep, DowngradeStep, Plan, RevertCopyStep, Step, UpgradeStep
+from orchestrator.core.planfile import plan_from_json
+from orchestrator.core.planner import (
+    ObservedState,
+    plan_rollback_nodes,
+    plan_rollback_to,
+    plan_upgrade,
+)
+from orchestrator.core.pysource import downgrade_kind
+from orchestrator.errors import (
+    EXIT_NEEDS_ATTENTION,
+    EXIT_OK,
+    EXIT_STEP_FAILED,
+    MigrateError,
+    NeedsAttentionError,
+    PlanConflictError,
+)
+from orchestrator.events import (
+    CompensationStarted,
+    Event,
+    Notice,
+    Observer,
+    RunFinished,
+    RunStarted,
+    no_observer,
+)
+from orchestrator.runtime.dblock import DatabaseLocks
+from orchestrator.runtime.journal import Heartbeat, Journal, LockInfo, new_run_id, open_journal
+from orchestrator.runtime.units import Item, Unit, UnitContext, UnitResult, run_unit, run_unit_in_worker
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    node: str
+    kind: str
+    status: str
+    seconds: float | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "kind": self.kind,
+            "status": self.status,
+            "seconds": self.seconds,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    env: str
+    kind: str  # apply | rollback
+    plan: Plan
+    exit_code: int
+    outcome: str  # succeeded | nothing_to_do | dry_run | rolled_back | failed | needs_attention
+    message: str
+    run_id: str | None = None
+    steps: tuple[StepOutcome, ...] = ()
+    sql: tuple[StepSQL, ...] = ()
+    took_over: dict[str, Any] | None = None
+    resumed: tuple[str, ...] = ()
+    state_after: dict[str, list[str]] = field(default_factory=dict)
+    next_steps: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        from orchestrator.core.planfile import plan_to_json
+
+        return {
+            "env": self.env,
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "message": self.message,
+            "plan": plan_to_json(self.plan),
+            "steps": [s.to_json() for s in self.steps],
+            "took_over_lock": self.took_over,
+            "resumed_runs": list(self.resumed),
+            "state_after": self.state_after,
+            "next_steps": list(self.next_steps),
+            **({"sql": [{"id": s.step_id, "sql": s.sql, "error": s.error} for s in self.sql]} if self.sql else {}),
+        }
+
+
+# -- public entry points ------------------------------------------------------------------
+def apply(
+    project: Project,
+    env: str | None = None,
+    plan_file: str | None = None,
+    targets: Sequence[str] = (),
+    dry_run: bool = False,
+    confirmed: bool = False,
+    no_rollback: bool = False,
+    jobs: int = 1,
+    wait: float = 0.0,
+    observer: Observer = no_observer,
+) -> RunResult:
+    name = project.env(env)
+    saved: Plan | None = None
+    if plan_file is not None:
+        if targets:
+            raise MigrateError("give either a PLAN_FILE or --target, not both", "the plan file already fixes the steps")
+        saved = _load_plan_file(project, name, plan_file)
+    if dry_run:
+        plan = saved or plan_upgrade(project.graph, observe(project, name), name, targets, created=now_iso())
+        if saved is not None:
+            _check_state(saved, observe(project, name), plan_file or "")
+        return RunResult(name, "apply", plan, EXIT_OK, "dry_run", _dry_message(plan), sql=render_sql(project, plan))
+    _check_protected(project, name, confirmed, "apply")
+    with _Session(project, name, wait) as session:
+        state = observe(project, name)
+        if saved is not None:
+            _check_state(saved, state, plan_file or "")
+            plan = saved
+        else:
+            plan = plan_upgrade(project.graph, state, name, targets, created=now_iso())
+        if not plan.steps:
+            return RunResult(
+                name,
+                "apply",
+                plan,
+                EXIT_OK,
+                "nothing_to_do",
+                f"Nothing to apply: env {name} is up to date.",
+                took_over=session.took_over_json,
+                resumed=session.resumed,
+            )
+        session.lock_databases(plan)
+        return _Runner(project, session, plan, "apply", observer, jobs, no_rollback).run()
+
+
+def rollback(
+    project: Project,
+    env: str | None = None,
+    run_id: str | None = None,
+    to: str | None = None,
+    dry_run: bool = False,
+    confirmed: bool = False,
+    wait: float = 0.0,
+    observer: Observer = no_observer,
+) -> RunResult:
+    name = project.env(env)
+    if run_id and to:
+        raise MigrateError("give either --run or --to, not both")
+
+    def make_plan(state: ObservedState) -> tuple[Plan, str | None]:
+        if to:
+            return plan_rollback_to(project.graph, state, name, to, created=now_iso()), None
+        journal = open_journal(project.manifest, name, project.environ)
+        try:
+            run = journal.run(run_id) if run_id else journal.last_undoable_run()
+            if run is None:
+                if run_id:
+                    raise MigrateError(f"env '{name}' has no run '{run_id}'", "`migrate history` lists the runs")
+                raise MigrateError(
+                    f"env '{name}' has no successful run left to roll back",
+                    "`migrate history` lists the runs; use --to service@rev to go back further",
+                )
+            if run["kind"] != "apply":
+                raise MigrateError(f"run {run['id']} is a {run['kind']} run; only apply runs can be rolled back")
+            if run["undone_by"]:
+                raise MigrateError(f"run {run['id']} was already rolled back by run {run['undone_by']}")
+            rows = [s for s in journal.run_steps(run["id"]) if s["status"] == "applied"]
+            rows.sort(key=lambda s: s["completed_at"] or 0)
+            nodes = [s["node"] for s in rows]
+            return plan_rollback_nodes(project.graph, state, name, nodes, created=now_iso()), str(run["id"])
+        finally:
+            journal.close()
+
+    if dry_run:
+        plan, _ = make_plan(observe(project, name))
+        _check_reversible(project.graph, plan)
+        return RunResult(name, "rollback", plan, EXIT_OK, "dry_run", _dry_message(plan), sql=render_sql(project, plan))
+    plan, _ = make_plan(observe(project, name))
+    _check_reversible(project.graph, plan)
+    _check_protected(project, name, confirmed, "rollback")
+    with _Session(project, name, wait) as session:
+        plan, undone_run = make_plan(observe(project, name))
+        _check_reversible(project.graph, plan)
+        if not plan.steps:
+            return RunResult(name, "rollback", plan, EXIT_OK, "nothing_to_do", "Nothing to roll back.")
+        session.lock_databases(plan)
+        return _Runner(project, session, plan, "rollback", observer, 1, False, undoes_run=undone_run).run()
+
+
+def unlock(project: Project, env: str | None, confirmed: bool) -> LockInfo | None:
+    name = project.env(env)
+    journal = open_journal(project.manifest, name, project.environ)
+    try:
+        info = journal.lock_info()
+        if info is None:
+            return None
+        if info.liveness() == "alive" and not confirmed:
+            raise MigrateError(
+                f"env '{name}' is locked by run {info.run_id} ({info.holder}), which may still be running",
+                f"if you are sure it is gone: `migrate unlock --env {name} --yes`",
+                exit_code=3,
+            )
+        if not confirmed:
+            raise MigrateError(
+                f"env '{name}' is locked by run {info.run_id} ({info.holder}, {info.liveness()})",
+                f"release it with `migrate unlock --env {name} --yes`",
+            )
+        return journal.force_release()
+    finally:
+        journal.close()
+
+
+def history(project: Project, env: str | None, limit: int | None = None) -> list[dict[str, Any]]:
+    from orchestrator.runtime.journal import journal_exists
+
+    name = project.env(env)
+    if not journal_exists(project.manifest, name, project.environ):
+        return []
+    journal = open_journal(project.manifest, name, project.environ)
+    try:
+        out = []
+        for run in journal.runs(limit=limit):
+            run = dict(run)
+            run["steps"] = [
+                {
+                    k: s[k]
+                    for k in (
+                        "seq",
+                        "node",
+                        "kind",
+                        "status",
+                        "started",
+                        "finished",
+                        "seconds",
+                        "error",
+                        "rows",
+                        "rows_per_second",
+                    )
+                }
+                for s in journal.run_steps(run["id"])
+            ]
+            out.append(run)
+        return out
+    finally:
+        journal.close()
+
+
+# -- checks -------------------------------------------------------------------------------
+def _load_plan_file(project: Project, env: str, path: str) -> Plan:
+    file = Path(path)
+    if not file.is_file() and not file.is_absolute():
+        candidate = Path(project.manifest.plans_dir) / path
+        file = candidate if candidate.is_file() else file
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise MigrateError(f"cannot read plan file {file}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise PlanConflictError(f"{file}: not valid JSON ({exc})", "make a new one with `migrate plan --out`") from exc
+    plan = plan_from_json(data, str(file))
+    if plan.env != env:
+        raise PlanConflictError(
+            f"{file} was made for env '{plan.env}', not '{env}'",
+            f"make a plan for '{env}' with `migrate plan --env {env} --out`",
+        )
+    if plan.direction != "upgrade":
+        raise PlanConflictError(f"{file} is a {plan.direction} plan; `apply` takes upgrade plans")
+    changed = []
+    for node, checksum in plan.checksums:
+        if node.startswith("copy:"):
+            spec = project.graph.copies.get(node)
+            from orchestrator.core.planner import copy_spec_checksum
+
+            current = copy_spec_checksum(spec) if spec else None
+            what = "its [[copies]] entry in the manifest"
+        else:
+            rev = project.graph.revisions.get(node)
+            current = rev.checksum if rev else None
+            what = rev.path if rev else "its revision file"
+        if current is None:
+            changed.append(f"{node} no longer exists")
+        elif current != checksum:
+            changed.append(f"{node} changed since planning ({what})")
+    if changed:
+        raise PlanConflictError(
+            f"{file} is stale: " + "; ".join(changed), "review the change and make a new plan with `migrate plan --out`"
+        )
+    return plan
+
+
+def _check_state(plan: Plan, state: ObservedState, source: str) -> None:
+    planned = plan.state_dict()
+    now = {s: list(h) for s, h in state.heads}
+    moved = []
+    for service in sorted(set(planned) | set(now)):
+        if service in planned and planned[service] != now.get(service, []):
+            moved.append(f"{service} was at {planned[service] or 'base'} and is now at {now.get(service) or 'base'}")
+    planned_copies = sorted(c for c in dict(plan.extra).get("completed_copies", "").split(",") if c)
+    if planned_copies != sorted(state.completed_copies):
+        moved.append(
+            f"completed copies were {planned_copies or 'none'} and are now {list(state.completed_copies) or 'none'}"
+        )
+    if moved:
+        raise PlanConflictError(
+            f"{source} is stale: the databases moved since it was made: " + "; ".join(moved),
+            "make a new plan with `migrate plan --out`",
+        )
+
+
+def _check_protected(project: Project, env: str, confirmed: bool, verb: str) -> None:
+    if project.manifest.env(env).protected and not confirmed:
+        raise MigrateError(
+            f"env '{env}' is protected: {verb} needs --yes or a typed confirmation of its name",
+            f"re-run with --yes, or run it on a terminal and type '{env}' when asked",
+        )
+
+
+def _check_reversible(graph: FleetGraph, plan: Plan) -> None:
+    blocked = []
+    for step in plan.steps:
+        if isinstance(step, DowngradeStep):
+            rev = graph.revisions[step.id]
+            if rev.irreversible:
+                blocked.append(f"{step.id} is marked irreversible = True")
+            else:
+                kind = downgrade_kind(rev.path)
+                if kind != "real":
+                    blocked.append(f"{step.id} has no real downgrade() ({kind.replace('_', ' ')}) in {rev.path}")
+    if blocked:
+        raise MigrateError(
+            "cannot roll back: " + "; ".join(blocked) + ". Nothing was changed.",
+            "roll back to a revision after it (--to service@rev), or restore from a backup",
+        )
+
+
+def _dry_message(plan: Plan) -> str:
+    if not plan.steps:
+        return f"Dry run: nothing to do on env {plan.env}."
+    return f"Dry run: {len(plan.steps)} step(s) would run on env {plan.env}; nothing was changed."
+
+
+# -- session: journal + locks -------------------------------------------------------------
+class _Session:
+    def __init__(self, project: Project, env: str, wait: float):
+        self.project = project
+        self.env = env
+        self.wait = wait
+        self.run_id = new_run_id()
+        self.journal: Journal | None = None
+        self.took_over: LockInfo | None = None
+        self.resumed: tuple[str, ...] = ()
+        self.db_locks: DatabaseLocks | None = None
+        self.heartbeat: Heartbeat | None = None
+
+    @property
+    def took_over_json(self) -> dict[str, Any] | None:
+        return None if self.took_over is None else {"run_id": self.took_over.run_id, "holder": self.took_over.holder}
+
+    def __enter__(self) -> _Session:
+        self.journal = open_journal(self.project.manifest, self.env, self.project.environ)
+        self.took_over = self.journal.acquire(self.run_id, self.wait)
+        self.heartbeat = Heartbeat(self.journal, self.run_id).__enter__()
+        resumed = []
+        for run in self.journal.running_runs():  # we hold the lock: whoever ran these is gone
+            self.journal.mark_interrupted(run["id"])
+            resumed.append(str(run["id"]))
+        self.resumed = tuple(resumed)
+        return self
+
+    def lock_databases(self, plan: Plan) -> None:
+        services = plan.services
+        self.db_locks = DatabaseLocks((s, self.project.url(self.env, s)) for s in services)
+        self.db_locks.acquire(self.wait)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.db_locks is not None:
+            self.db_locks.release()
+        if self.heartbeat is not None:
+            self.heartbeat.__exit__()
+        if self.journal is not None:
+            try:
+                self.journal.release(self.run_id)
+            finally:
+                self.journal.close()
+
+
+# -- the runner ---------------------------------------------------------------------------
+def _step_row(seq: int, step: Step) -> dict[str, Any]:
+    row: dict[str, Any] = {"seq": seq, "node": step.id, "kind": step.kind}
+    if isinstance(step, UpgradeStep | DowngradeStep):
+        row.update(service=step.service, revision=step.revision, checksum=step.checksum or None)
+    return row
+
+
+def _resource(step: Step, project: Project, env: str) -> tuple[str, ...]:
+    if isinstance(step, UpgradeStep | DowngradeStep):
+        return (project.url(env, step.service),)
+    return (project.url(env, step.source), project.url(env, step.target))
+
+
+class _Runner:
+    def __init__(
+        self,
+        project: Project,
+        session: _Session,
+        plan: Plan,
+        kind: str,
+        observer: Observer,
+        jobs: int,
+        no_rollback: bool,
+        undoes_run: str | None = None,
+    ):
+        self.project = project
+        self.session = session
+        assert session.journal is not None
+        self.journal: Journal = session.journal
+        self.plan = plan
+        self.kind = kind
+        self.observer = observer
+        self.jobs = max(1, jobs)
+        self.no_rollback = no_rollback
+        self.undoes_run = undoes_run
+        self.run_id = session.run_id
+        self.env = plan.env
+        self.steps = list(plan.steps)
+        self.seq_of = {step.id: i + 1 for i, step in enumerate(self.steps)}
+        self.completed: list[tuple[float, int, str]] = []  # (completed_at, seq, node)
+        self.ctx = UnitContext(
+            run_id=self.run_id,
+            env=self.env,
+            state_url=state_url(project.manifest, self.env, project.environ),
+            specs={name: svc.spec for name, svc in project.graph.services.items()},
+            urls={name: project.url(self.env, name) for name in plan.services},
+        )
+
+    def emit(self, event: Event) -> None:
+        self.observer(event)
+
+    # unit construction
+    def _unit_for(self, steps: list[Step], done_status: str = "applied", fail_status: str = "failed") -> Unit:
+        first = steps[0]
+        items = tuple(
+            Item(self.seq_of[s.id], s.id, s.revision if isinstance(s, UpgradeStep | DowngradeStep) else "")
+            for s in steps
+        )
+        if isinstance(first, UpgradeStep | DowngradeStep):
+            return Unit(first.kind, items, service=first.service, done_status=done_status, fail_status=fail_status)
+        assert isinstance(first, CopyStep | RevertCopyStep)
+        return Unit(
+            first.kind,
+            items,
+            copy=self.project.graph.copies[first.id],
+            done_status=done_status,
+            fail_status=fail_status,
+        )
+
+    @staticmethod
+    def _group(steps: list[Step]) -> list[list[Step]]:
+        groups: list[list[Step]] = []
+        for step in steps:
+            last = groups[-1][-1] if groups else None
+            if (
+                last is not None
+                and isinstance(step, UpgradeStep | DowngradeStep)
+                and isinstance(last, UpgradeStep | DowngradeStep)
+                and last.service == step.service
+                and last.kind == step.kind
+            ):
+                groups[-1].append(step)
+            else:
+                groups.append([step])
+        return groups
+
+    def _record(self, result: UnitResult) -> None:
+        for seq, node, at in result.done:
+            self.completed.append((at, seq, node))
+
+    def run(self) -> RunResult:
+        self.journal.start_run(
+            self.run_id,
+            self.kind,
+            self.plan.fingerprint,
+            [_step_row(i + 1, s) for i, s in enumerate(self.steps)],
+            undoes_run=self.undoes_run,
+            resumes_run=self.session.resumed[-1] if self.session.resumed else None,
+        )
+        self.emit(RunStarted(self.run_id, self.env, self.kind, tuple(s.id for s in self.steps)))
+        if self.session.took_over is not None:
+            t = self.session.took_over
+            self.emit(Notice(self.run_id, f"took over the lock of run {t.run_id} ({t.holder}): {t.liveness()}"))
+        if self.session.resumed:
+            self.emit(
+                Notice(
+                    self.run_id,
+                    f"continuing after interrupted run(s) {', '.join(self.session.resumed)} "
+                    "from the databases' real state",
+                )
+            )
+        try:
+            failure = self._execute_serial() if self.jobs == 1 else self._execute_parallel()
+        except BaseException as exc:
+            self.journal.finish_run(self.run_id, "interrupted", f"{type(exc).__name__}: {exc}")
+            raise
+        if failure is None:
+            self.journal.finish_run(self.run_id, "succeeded")
+            if self.undoes_run:
+                self.journal.mark_undone(self.undoes_run, self.run_id)
+            self.emit(RunFinished(self.run_id, "succeeded"))
+            verb = "applied" if self.kind == "apply" else "rolled back"
+            return self._result(
+                EXIT_OK, "succeeded", f"{len(self.steps)} step(s) {verb} on env {self.env} (run {self.run_id})."
+            )
+        _seq, node, error, statements = failure
+        message = f"step {node} failed: {error}"
+        if statements:
+            message += (
+                " This database has no transactional DDL; these statements of the failed revision may have "
+                "run and may remain: " + " | ".join(statements)
+            )
+        if self.kind == "rollback":
+            return self._needs_attention(message, [])
+        if self.no_rollback:
+            self.journal.finish_run(self.run_id, "failed", message)
+            self.emit(RunFinished(self.run_id, "failed"))
+            return self._result(
+                EXIT_STEP_FAILED,
+                "failed",
+                message + f" Kept the {len(self.completed)} step(s) applied before it (--no-rollback).",
+                next_steps=(
+                    f"migrate rollback --env {self.env} --run {self.run_id}",
+                    f"migrate apply --env {self.env}",
+                ),
+            )
+        return self._compensate(message)
+
+    def _execute_serial(self) -> tuple[int, str, str, tuple[str, ...]] | None:
+        for group in self._group(self.steps):
+            result = run_unit(self._unit_for(group), self.ctx, self.journal, self.emit)
+            self._record(result)
+            if result.failed:
+                return result.failed
+        return None
+
+    def _execute_parallel(self) -> tuple[int, str, str, tuple[str, ...]] | None:
+        graph = self.project.graph
+        in_plan = {s.id for s in self.steps}
+        downward = self.kind == "rollback"
+        prereq: dict[str, set[str]] = {}
+        for s in self.steps:
+            deps = graph.successors(s.id) if downward else graph.predecessors(s.id)
+            prereq[s.id] = {d for d in deps if d in in_plan}
+        resources = {s.id: _resource(s, self.project, self.env) for s in self.steps}
+        remaining = list(self.steps)
+        done: set[str] = set()
+        busy: set[str] = set()
+        failure: tuple[int, str, str, tuple[str, ...]] | None = None
+        manager = multiprocessing.Manager()
+        events: Any = manager.Queue()
+        stop = threading.Event()
+
+        def pump() -> None:
+            while not stop.is_set() or not events.empty():
+                try:
+                    self.emit(events.get(timeout=0.1))
+                except queue_mod.Empty:
+                    continue
+                except (EOFError, OSError):
+                    return
+
+        pumper = threading.Thread(target=pump, daemon=True)
+        pumper.start()
+        running: dict[Future[UnitResult], tuple[list[Step], tuple[str, ...]]] = {}
+        try:
+            with ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                while remaining or running:
+                    if failure is None:
+                        for batch in self._ready_batches(remaining, prereq, done, busy, resources, len(running)):
+                            res = tuple(sorted({r for s in batch for r in resources[s.id]}))
+                            busy.update(res)
+                            for s in batch:
+                                remaining.remove(s)
+                            fut = pool.submit(run_unit_in_worker, self._unit_for(batch), self.ctx, events)
+                            running[fut] = (batch, res)
+                    if not running:
+                        break
+                    finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        batch, res = running.pop(fut)
+                        busy.difference_update(res)
+                        result = fut.result()
+                        self._record(result)
+                        done.update(node for _, node, _ in result.done)
+                        if result.failed and failure is None:
+                            failure = result.failed
+                    if failure is not None and not running:
+                        break
+        finally:
+            stop.set()
+            pumper.join(timeout=5)
+            manager.shutdown()
+        self.completed.sort()
+        return failure
+
+    def _ready_batches(
+        self,
+        remaining: list[Step],
+        prereq: dict[str, set[str]],
+        done: set[str],
+        busy: set[str],
+        resources: dict[str, tuple[str, ...]],
+        running: int,
+    ) -> list[list[Step]]:
+        batches: list[list[Step]] = []
+        claimed = set(busy)
+        taken: set[str] = set()
+        for step in remaining:
+            if running + len(batches) >= self.jobs:
+                break
+            if step.id in taken or not prereq[step.id] <= done:
+                continue
+            if any(r in claimed for r in resources[step.id]):
+                continue
+            batch = [step]
+            taken.add(step.id)
+            if isinstance(step, UpgradeStep | DowngradeStep):
+                covered = done | {step.id}
+                for nxt in remaining:
+                    if nxt.id in taken:
+                        continue
+                    if (
+                        isinstance(nxt, UpgradeStep | DowngradeStep)
+                        and nxt.service == step.service
+                        and nxt.kind == step.kind
+                        and prereq[nxt.id] <= covered
+                    ):
+                        batch.append(nxt)
+                        taken.add(nxt.id)
+                        covered.add(nxt.id)
+            claimed.update(resources[step.id])
+            batches.append(batch)
+        return batches
+
+    # compensation
+    def _compensate(self, message: str) -> RunResult:
+        applied = [node for _, _, node in sorted(self.completed)]
+        if not applied:
+            self.journal.finish_run(self.run_id, "rolled_back", message)
+            self.emit(RunFinished(self.run_id, "rolled_back"))
+            return self._result(
+                EXIT_STEP_FAILED, "rolled_back", message + " Nothing had been applied before it; nothing changed."
+            )
+        self.emit(CompensationStarted(self.run_id, tuple(reversed(applied))))
+        from orchestrator.core.planner import downgrade_step
+
+        undo_steps = [downgrade_step(self.project.graph, node) for node in reversed(applied)]
+        for group in self._group(undo_steps):
+            unit = self._unit_for(group, done_status="undone", fail_status="undo_failed")
+            result = run_unit(unit, self.ctx, self.journal, self.emit)
+            if result.failed:
+                undone = {node for _, node, _ in result.done}
+                return self._needs_attention(
+                    message + f" Then undoing {result.failed[1]} failed: {result.failed[2]}", [n for n in undone]
+                )
+        self.journal.finish_run(self.run_id, "rolled_back", message)
+        self.emit(RunFinished(self.run_id, "rolled_back"))
+        return self._result(
+            EXIT_STEP_FAILED,
+            "rolled_back",
+            message + f" Rolled back the {len(applied)} step(s) this run had applied; "
+            "every database is at its previous revision.",
+        )
+
+    def _needs_attention(self, message: str, _undone: list[str]) -> RunResult:
+        state = self._state_report()
+        rows = {s["node"]: s for s in self.journal.run_steps(self.run_id)}
+        left = [n for n, s in rows.items() if s["status"] in ("applied", "undo_failed")]
+        if self.kind == "rollback":
+            left = [n for n, s in rows.items() if s["status"] in ("pending", "failed")]
+        text = (
+            f"{message}. The databases need attention: "
+            + "; ".join(f"{svc} is at {', '.join(h) or 'base'}" for svc, h in state.items())
+            + (f". Still to undo: {', '.join(left)}" if left else "")
+            + f". The journal (run {self.run_id}) records each step's status."
+        )
+        self.journal.finish_run(self.run_id, "needs_attention", text)
+        self.emit(RunFinished(self.run_id, "needs_attention"))
+        return self._result(
+            EXIT_NEEDS_ATTENTION,
+            "needs_attention",
+            text,
+            next_steps=(f"migrate status --env {self.env}", f"migrate history --env {self.env}"),
+        )
+
+    def _state_report(self) -> dict[str, list[str]]:
+        try:
+            state = observe(self.project, self.env, list(self.plan.services))
+        except MigrateError:
+            return {}
+        return {s: list(h) for s, h in state.heads}
+
+    def _result(self, code: int, outcome: str, message: str, next_steps: tuple[str, ...] = ()) -> RunResult:
+        rows = self.journal.run_steps(self.run_id)
+        outcomes = tuple(StepOutcome(r["node"], r["kind"], r["status"], r["seconds"], r["error"]) for r in rows)
+        if code == EXIT_STEP_FAILED and not next_steps:
+            next_steps = ("fix the failing revision, then `migrate apply --env " + self.env + "`",)
+        return RunResult(
+            self.env,
+            self.kind,
+            self.plan,
+            code,
+            outcome,
+            message,
+            self.run_id,
+            outcomes,
+            took_over=self.session.took_over_json,
+            resumed=self.session.resumed,
+            state_after=self._state_report(),
+            next_steps=next_steps,
+        )
+
+
+__all__ = ["NeedsAttentionError", "RunResult", "StepOutcome", "apply", "history", "rollback", "unlock"]

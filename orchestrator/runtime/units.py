@@ -1,0 +1,206 @@
+"""Run one unit of work (a few consecutive revisions of one service, or one copy) and
+journal every step of it before and after. Called in-process, or in a worker process
+with ``--jobs N`` (Alembic's ``context``/``op`` are process-wide, so never in threads)."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from orchestrator.core.model import CopySpec, ServiceSpec
+from orchestrator.core.redact import redact_text
+from orchestrator.events import CopyProgress, Event, StepFailed, StepFinished, StepStarted
+from orchestrator.runtime.alembic_runner import StatementLog, run_revisions
+from orchestrator.runtime.engines import create_engine, dialect_of
+from orchestrator.runtime.journal import Journal, now_iso
+
+Emit = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class Item:
+    seq: int
+    node: str
+    revision: str  # "" for copies
+
+
+@dataclass(frozen=True)
+class Unit:
+    kind: str  # upgrade | downgrade | copy | revert_copy
+    items: tuple[Item, ...]
+    service: str | None = None
+    copy: CopySpec | None = None
+    # Where the step rows live: for compensation these are the original apply rows.
+    done_status: str = "applied"
+    fail_status: str = "failed"
+
+
+@dataclass(frozen=True)
+class UnitContext:
+    run_id: str
+    env: str
+    state_url: str
+    specs: dict[str, ServiceSpec]
+    urls: dict[str, str]
+
+
+@dataclass
+class UnitResult:
+    done: list[tuple[int, str, float]] = field(default_factory=list)  # (seq, node, completed_at)
+    failed: tuple[int, str, str, tuple[str, ...]] | None = None  # (seq, node, error, statements)
+
+
+def database_error(exc: BaseException) -> str:
+    """The database's own error message, one paragraph, redacted."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig) if orig is not None else f"{type(exc).__name__}: {exc}"
+    if orig is None and not isinstance(exc, sa.exc.SQLAlchemyError):
+        tb = traceback.extract_tb(exc.__traceback__)
+        frames = [f for f in tb if "/versions/" in f.filename]
+        if frames:
+            f = frames[-1]
+            text += f" (at {f.filename}:{f.lineno})"
+    return redact_text(" ".join(text.split()))
+
+
+def run_unit(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -> UnitResult:
+    if unit.kind in ("upgrade", "downgrade"):
+        return _run_revisions(unit, ctx, journal, emit)
+    return _run_copy(unit, ctx, journal, emit)
+
+
+def _run_revisions(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -> UnitResult:
+    assert unit.service is not None
+    spec = ctx.specs[unit.service]
+    url = ctx.urls[unit.service]
+    by_rev = {item.revision: item for item in unit.items}
+    started: dict[str, float] = {}
+    result = UnitResult()
+    upgrade = unit.kind == "upgrade"
+
+    def hook(rev: str, event: str) -> None:
+        item = by_rev[rev]
+        if event == "start":
+            started[rev] = time.perf_counter()
+            journal.step_update(ctx.run_id, item.seq, status="running", started=now_iso())
+            emit(StepStarted(ctx.run_id, item.node, unit.kind))
+        else:
+            seconds = time.perf_counter() - started[rev]
+            journal.step_update(ctx.run_id, item.seq, status=unit.done_status, finished=now_iso(), seconds=seconds)
+            result.done.append((item.seq, item.node, time.time()))
+            emit(StepFinished(ctx.run_id, item.node, unit.kind, seconds))
+
+    log = StatementLog([]) if dialect_of(url) in ("mysql", "mariadb") else None
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            run_revisions(spec, url, conn, [i.revision for i in unit.items], upgrade, hook, log)
+    except Exception as exc:
+        done = {seq for seq, _, _ in result.done}
+        failing = next((i for i in unit.items if i.seq not in done), unit.items[-1])
+        error = database_error(exc)
+        statements = tuple(log.statements) if log is not None and log.current == failing.revision else ()
+        journal.step_update(
+            ctx.run_id,
+            failing.seq,
+            status=unit.fail_status,
+            finished=now_iso(),
+            error=error,
+            statements="\n".join(statements) if statements else None,
+        )
+        result.failed = (failing.seq, failing.node, error, statements)
+        emit(StepFailed(ctx.run_id, failing.node, unit.kind, error, statements))
+    finally:
+        engine.dispose()
+    return result
+
+
+class JournalCheckpointStore:
+    """Keeps a copy's checkpoint in its journal step row."""
+
+    def __init__(self, journal: Journal, run_id: str, seq: int, name: str, for_revert: bool):
+        self.journal = journal
+        self.run_id = run_id
+        self.seq = seq
+        self.name = name
+        self.for_revert = for_revert
+        self._own: Any = None
+
+    def load(self) -> Any:
+        from orchestrator.runtime.copy import CopyCheckpoint
+
+        if self._own is not None:
+            return self._own
+        text = self.journal.copy_checkpoint(self.name, for_revert=self.for_revert)
+        return CopyCheckpoint.from_json(text) if text else None
+
+    def save(self, checkpoint: Any) -> None:
+        self._own = checkpoint
+        if not self.for_revert:
+            self.journal.step_checkpoint(self.run_id, self.seq, checkpoint.to_json(), checkpoint.rows_copied)
+
+
+def _run_copy(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -> UnitResult:
+    from orchestrator.runtime import copy as copying
+
+    assert unit.copy is not None
+    spec = unit.copy
+    item = unit.items[0]
+    result = UnitResult()
+    revert = unit.kind == "revert_copy"
+    store = JournalCheckpointStore(journal, ctx.run_id, item.seq, spec.name, for_revert=revert)
+    source = create_engine(ctx.urls[spec.source])
+    target = create_engine(ctx.urls[spec.target])
+    t0 = time.perf_counter()
+    journal.step_update(ctx.run_id, item.seq, status="running", started=now_iso())
+    emit(StepStarted(ctx.run_id, item.node, unit.kind))
+
+    def progress(rows: int, total: int | None) -> None:
+        emit(CopyProgress(ctx.run_id, item.node, rows, total))
+
+    try:
+        if revert:
+            rr = copying.revert_copy(spec, source, target, store, on_progress=progress)
+            detail = (
+                f"{rr.rows_restored_to_source} rows restored to {spec.source}, "
+                f"{rr.rows_deleted_from_target} removed from {spec.target}"
+            )
+            values: dict[str, Any] = {"rows": rr.rows_deleted_from_target}
+        else:
+            copying.preflight(spec, source, target)
+            cr = copying.copy_table(spec, source, target, store, on_progress=progress)
+            detail = f"{cr.rows_copied} rows copied ({cr.rows_per_second:,.0f} rows/s, {cr.method}), verified"
+            values = {"rows": cr.rows_copied, "rows_per_second": cr.rows_per_second}
+        seconds = time.perf_counter() - t0
+        journal.step_update(
+            ctx.run_id, item.seq, status=unit.done_status, finished=now_iso(), seconds=seconds, **values
+        )
+        result.done.append((item.seq, item.node, time.time()))
+        emit(StepFinished(ctx.run_id, item.node, unit.kind, seconds, detail))
+    except Exception as exc:
+        error = getattr(exc, "message", None) or database_error(exc)
+        error = redact_text(str(error))
+        journal.step_update(ctx.run_id, item.seq, status=unit.fail_status, finished=now_iso(), error=error)
+        result.failed = (item.seq, item.node, error, ())
+        emit(StepFailed(ctx.run_id, item.node, unit.kind, error))
+    finally:
+        source.dispose()
+        target.dispose()
+    return result
+
+
+# -- worker-process entry point -----------------------------------------------------------
+_worker_journal: dict[str, Journal] = {}
+
+
+def run_unit_in_worker(unit: Unit, ctx: UnitContext, queue: Any) -> UnitResult:
+    journal = _worker_journal.get(ctx.state_url)
+    if journal is None:
+        journal = Journal(ctx.state_url, ctx.env, create=False)
+        _worker_journal[ctx.state_url] = journal
+    return run_unit(unit, ctx, journal, queue.put)
