@@ -37,10 +37,9 @@ def _transactional_sqlite(engine: sa.Engine) -> None:
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # SQLite's default (foreign keys not enforced) is kept: Alembic's batch mode
+        # re-creates tables by dropping and renaming them, which enforcement would cascade.
         dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
 
     @event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:
