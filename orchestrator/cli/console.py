@@ -13,7 +13,10 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    text = json.dumps(data, default=str, ensure_ascii=False)
+    if len(text) < 256_000:  # indented for people; large documents stay compact (C encoder)
+        text = json.dumps(data, indent=2, default=str, ensure_ascii=False)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 

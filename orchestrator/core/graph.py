@@ -2,6 +2,10 @@
 
 networkx lives only in this module; callers get plain strings, tuples and dataclasses.
 An edge ``u -> v`` means "u must be applied before v".
+
+The edges are kept in plain adjacency dicts, which is all that planning the common case
+needs; the networkx ``DiGraph`` (ancestors, descendants, the path of a cycle) is built on
+first use, so that a plain ``migrate plan`` on a large fleet does not pay for importing it.
 """
 
 from __future__ import annotations
@@ -9,9 +13,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
-
-import networkx as nx
+from typing import Any, Literal
 
 from orchestrator.core.model import CopySpec, Manifest, Revision, Service, copy_node_id, node_id
 from orchestrator.errors import (
@@ -51,13 +53,15 @@ class FleetGraph:
             self._prefix_index[svc.name] = sorted(ids)
         self.copies: dict[str, CopySpec] = {c.node: c for c in manifest.copies}
         self.cross_requires: dict[str, tuple[str, ...]] = {}
-        self._g: nx.DiGraph = nx.DiGraph()
+        self._succ: dict[str, dict[str, EdgeKind]] = {}
+        self._pred: dict[str, dict[str, EdgeKind]] = {}
+        self._nx_graph: Any = None
         self._sort_key: dict[str, tuple[str, int, str]] = {}
         self._build()
 
     # -- construction ---------------------------------------------------------------------
     def _build(self) -> None:
-        g = self._g
+        g = self
         for node, rev in self.revisions.items():
             g.add_node(node)
             self._sort_key[node] = (rev.service, rev.order, rev.revision)
@@ -101,10 +105,35 @@ class FleetGraph:
                 g.add_edge(cnode, self.resolve(ref, where=where + " before", allow_symbolic=False), kind="before")
         self._check_acyclic()
 
+    def add_node(self, node: str) -> None:
+        self._succ.setdefault(node, {})
+        self._pred.setdefault(node, {})
+
+    def add_edge(self, u: str, v: str, kind: EdgeKind) -> None:
+        self.add_node(u)
+        self.add_node(v)
+        self._succ[u].setdefault(v, kind)
+        self._pred[v].setdefault(u, kind)
+
+    def has_edge(self, u: str, v: str) -> bool:
+        return v in self._succ.get(u, {})
+
+    def _nx(self) -> Any:
+        if self._nx_graph is None:
+            import networkx as nx
+
+            g = nx.DiGraph()
+            g.add_nodes_from(self._succ)
+            g.add_edges_from((u, v, {"kind": k}) for u, vs in self._succ.items() for v, k in vs.items())
+            self._nx_graph = g
+        return self._nx_graph
+
     def _check_acyclic(self) -> None:
-        if nx.is_directed_acyclic_graph(self._g):
+        if len(self.order()) == len(self._succ):
             return
-        cycle = nx.find_cycle(self._g)
+        import networkx as nx
+
+        cycle = nx.find_cycle(self._nx())
         path = [u for u, _v, *_ in cycle]
         path.append(path[0])
         raise CycleError(path)
@@ -171,7 +200,10 @@ class FleetGraph:
     def edges(self) -> tuple[Edge, ...]:
         key = self._sort_key
         return tuple(
-            Edge(u, v, d["kind"]) for u, v, d in sorted(self._g.edges(data=True), key=lambda e: (key[e[1]], key[e[0]]))
+            Edge(u, v, k)
+            for u, v, k in sorted(
+                ((u, v, k) for u, vs in self._succ.items() for v, k in vs.items()), key=lambda e: (key[e[1]], key[e[0]])
+            )
         )
 
     def sort_key(self, node: str) -> tuple[str, int, str]:
@@ -181,30 +213,51 @@ class FleetGraph:
         """Deterministic topological order of ``nodes`` (default: all), by the graph's edges.
 
         Only edges between the given nodes count; ties break by service name, then the
-        service's own revision order.
+        service's own revision order. (Kahn's algorithm over a heap of sort keys: the same
+        order as networkx's lexicographical_topological_sort, without the subgraph views.)
         """
-        graph = self._g if nodes is None else self._g.subgraph(nodes)
-        return list(nx.lexicographical_topological_sort(graph, key=self._sort_key.__getitem__))
+        import heapq
+
+        succ = self._succ
+        subset = set(succ) if nodes is None else set(nodes)
+        indegree = dict.fromkeys(subset, 0)
+        for node in subset:
+            for child in succ[node]:
+                if child in indegree:
+                    indegree[child] += 1
+        key = self._sort_key
+        heap = [(key[n], n) for n, d in indegree.items() if d == 0]
+        heapq.heapify(heap)
+        out: list[str] = []
+        while heap:
+            _, node = heapq.heappop(heap)
+            out.append(node)
+            for child in succ[node]:
+                if child in indegree:
+                    indegree[child] -= 1
+                    if indegree[child] == 0:
+                        heapq.heappush(heap, (key[child], child))
+        return out
 
     def ancestors(self, nodes: Iterable[str]) -> set[str]:
         out: set[str] = set()
         for node in nodes:
             if node not in out:
-                out |= nx.ancestors(self._g, node)
+                out |= _reach(self._pred, node)
         return out
 
     def descendants(self, nodes: Iterable[str]) -> set[str]:
         out: set[str] = set()
         for node in nodes:
             if node not in out:
-                out |= nx.descendants(self._g, node)
+                out |= _reach(self._succ, node)
         return out
 
     def predecessors(self, node: str) -> list[str]:
-        return sorted(self._g.predecessors(node), key=self._sort_key.__getitem__)
+        return sorted(self._pred[node], key=self._sort_key.__getitem__)
 
     def successors(self, node: str) -> list[str]:
-        return sorted(self._g.successors(node), key=self._sort_key.__getitem__)
+        return sorted(self._succ[node], key=self._sort_key.__getitem__)
 
     def service_ancestors(self, service: str, heads: Iterable[str]) -> set[str]:
         """Revisions of ``service`` at or below the given heads, within the service's own tree."""
@@ -234,6 +287,18 @@ class FleetGraph:
                     )
             applied |= self.service_ancestors(service, heads)
         return applied
+
+
+def _reach(adjacency: dict[str, dict[str, EdgeKind]], start: str) -> set[str]:
+    """Every node reachable from ``start`` (not itself), as networkx's ancestors/descendants."""
+    seen: set[str] = set()
+    stack = list(adjacency[start])
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(adjacency[node])
+    return seen
 
 
 def _close(word: str, options: list[str]) -> list[str]:

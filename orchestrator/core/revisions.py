@@ -110,7 +110,7 @@ class RevisionCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(payload, fh, separators=(",", ":"))
+                fh.write(json.dumps(payload, separators=(",", ":")))  # json.dumps uses the C encoder
             os.replace(tmp, path)
         except OSError:
             pass  # a read-only workspace still plans, only without the cache
@@ -118,49 +118,89 @@ class RevisionCache:
 
 def load_service(spec: ServiceSpec, cache: RevisionCache | None = None) -> Service:
     """Read one service's tree, from the cache where every file is provably unchanged."""
-    location = Path(spec.script_location)
-    files = _version_files(location / "versions")
-    cached = cache.read(spec) if cache else {}
-    metas: dict[str, dict[str, Any]] | None = {}
+    return load_services([spec], cache)[0]
+
+
+def load_services(specs: list[ServiceSpec], cache: RevisionCache | None = None) -> list[Service]:
+    """Read every service's tree. Services the cache cannot serve are read through Alembic,
+    in worker processes when there are many files (importing revision files is CPU-bound)."""
+    cached: list[dict[str, dict[str, Any]] | None] = []
+    stale: list[int] = []
+    for i, spec in enumerate(specs):
+        metas = _from_cache(spec, cache)
+        cached.append(metas)
+        if metas is None:
+            stale.append(i)
+    if stale:
+        loaded = _load_many([specs[i] for i in stale])
+        for i, metas in zip(stale, loaded, strict=True):
+            cached[i] = metas
+            if cache is not None:
+                fresh = {}
+                for path, meta in metas.items():
+                    try:
+                        fresh[path] = _Entry(_stat_key(os.stat(path)), False, meta)
+                    except OSError:
+                        continue
+                cache.write(specs[i], fresh)
+    out = []
+    for spec, metas in zip(specs, cached, strict=True):
+        assert metas is not None
+        location = Path(spec.script_location)
+        out.append(_build_service(spec, list(metas.values()), has_env_py=(location / "env.py").is_file()))
+    return out
+
+
+def _from_cache(spec: ServiceSpec, cache: RevisionCache | None) -> dict[str, dict[str, Any]] | None:
+    """The service's metadata if the cache can vouch for every file, else None."""
+    if cache is None:
+        return None
+    cached = cache.read(spec)
+    if not cached:
+        return None
+    files = _version_files(Path(spec.script_location) / "versions")
+    if len(files) != len(cached):
+        return None
+    metas: dict[str, dict[str, Any]] = {}
     fresh: dict[str, _Entry] = {}
     dirty = False
     for path in files:
-        try:
-            st = os.stat(path)
-        except OSError:
-            metas = None
-            break
-        key = _stat_key(st)
         entry = cached.get(path)
-        if entry is not None and entry.stat == key and not entry.racy:
-            assert metas is not None
-            metas[path] = entry.meta
-            fresh[path] = entry
-            continue
-        dirty = True
-        if entry is not None:
-            digest = file_sha256(path)
-            if digest == entry.meta["checksum"]:
-                assert metas is not None
-                metas[path] = entry.meta
-                fresh[path] = _Entry(key, False, entry.meta)
-                continue
-        metas = None  # a new or changed file: read the whole service through Alembic
-        break
-    if metas is None:
-        metas = _load_with_alembic(spec)
-        fresh = {}
-        for path, meta in metas.items():
-            try:
-                fresh[path] = _Entry(_stat_key(os.stat(path)), False, meta)
-            except OSError:
-                continue
-        dirty = True
-    elif len(metas) != len(cached):
-        dirty = True
-    if cache is not None and dirty:
+        if entry is None:
+            return None
+        try:
+            key = _stat_key(os.stat(path))
+        except OSError:
+            return None
+        if entry.stat != key or entry.racy:
+            if file_sha256(path) != entry.meta["checksum"]:
+                return None  # changed content is never served from the cache
+            dirty = True
+            entry = _Entry(key, False, entry.meta)
+        metas[path] = entry.meta
+        fresh[path] = entry
+    if dirty:
         cache.write(spec, fresh)
-    return _build_service(spec, list(metas.values()), has_env_py=(location / "env.py").is_file())
+    return metas
+
+
+_PARALLEL_MIN_FILES = 400
+
+
+def _load_many(specs: list[ServiceSpec]) -> list[dict[str, dict[str, Any]]]:
+    import threading
+
+    workers = min(len(specs), os.cpu_count() or 1)
+    total = sum(len(_version_files(Path(s.script_location) / "versions")) for s in specs)
+    if workers < 2 or total < _PARALLEL_MIN_FILES or threading.active_count() > 1:
+        return [_load_with_alembic(s) for s in specs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: the children inherit the imported modules, so they start at once; only safe in
+    # a single-threaded parent, which is checked above.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(_load_with_alembic, specs, chunksize=max(1, len(specs) // (workers * 4))))
 
 
 def _load_with_alembic(spec: ServiceSpec) -> dict[str, dict[str, Any]]:
@@ -191,7 +231,7 @@ def _load_with_alembic(spec: ServiceSpec) -> dict[str, dict[str, Any]]:
                 except Exception:
                     resolved = None
             deps.append(resolved.revision if resolved is not None else dep)
-        path = str(Path(sc.path).resolve())  # type: ignore[attr-defined]
+        path = os.path.abspath(sc.path)  # type: ignore[attr-defined]
         metas[path] = {
             "path": path,
             "revision": sc.revision,

@@ -9,7 +9,7 @@ from pathlib import Path
 from orchestrator.core.graph import FleetGraph
 from orchestrator.core.manifest import load_manifest
 from orchestrator.core.model import Manifest
-from orchestrator.core.revisions import RevisionCache, load_service
+from orchestrator.core.revisions import RevisionCache, load_services
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ def cache_folder(manifest: Manifest) -> str:
 
 def load_graph(manifest: Manifest, use_cache: bool = True) -> FleetGraph:
     cache = RevisionCache(cache_folder(manifest) if use_cache else None)
-    services = [load_service(spec, cache) for spec in manifest.services]
+    services = load_services(list(manifest.services), cache)
     return FleetGraph(manifest, services)
 
 

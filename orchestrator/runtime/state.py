@@ -9,14 +9,26 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-import sqlalchemy as sa
-
 from orchestrator.core.manifest import service_url
 from orchestrator.core.model import Manifest
-from orchestrator.runtime.engines import create_engine, sqlite_path, unreachable
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    """True for a SQLite URL whose file does not exist (decided without importing SQLAlchemy)."""
+    for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
+        if url.startswith(prefix):
+            path = url[len(prefix) :].partition("?")[0]
+            return bool(path) and path != ":memory:" and not os.path.exists(path)
+    return False
 
 
 def read_heads(url: str, version_table: str = "alembic_version", service: str = "?") -> tuple[str, ...]:
+    if _missing_sqlite_file(url):
+        return ()  # nothing applied, and nothing created
+    import sqlalchemy as sa
+
+    from orchestrator.runtime.engines import create_engine, sqlite_path, unreachable
+
     path = sqlite_path(url)
     if path is not None:
         if not os.path.exists(path):
