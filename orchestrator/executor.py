@@ -445,6 +445,8 @@ class _Runner:
         self.steps = list(plan.steps)
         self.seq_of = {step.id: i + 1 for i, step in enumerate(self.steps)}
         self.completed: list[tuple[float, int, str]] = []  # (completed_at, seq, node)
+        # Services whose database had never been migrated: a full compensation leaves them so.
+        self.untouched: list[str] = []
         self.ctx = UnitContext(
             run_id=self.run_id,
             env=self.env,
@@ -495,7 +497,26 @@ class _Runner:
         for seq, node, at in result.done:
             self.completed.append((at, seq, node))
 
+    def _note_untouched(self) -> None:
+        from orchestrator.runtime.state import version_table_exists
+
+        heads = dict(self.plan.state)
+        for service in self.plan.services:
+            if not heads.get(service):
+                spec = self.project.graph.services[service].spec
+                if not version_table_exists(self.ctx.urls[service], spec.version_table):
+                    self.untouched.append(service)
+
+    def _restore_untouched(self) -> None:
+        from orchestrator.runtime.state import drop_empty_version_table
+
+        for service in self.untouched:
+            spec = self.project.graph.services[service].spec
+            drop_empty_version_table(self.ctx.urls[service], spec.version_table)
+
     def run(self) -> RunResult:
+        if self.kind == "apply" and not self.no_rollback:
+            self._note_untouched()
         self.journal.start_run(
             self.run_id,
             self.kind,
@@ -664,6 +685,7 @@ class _Runner:
     def _compensate(self, message: str) -> RunResult:
         applied = [node for _, _, node in sorted(self.completed)]
         if not applied:
+            self._restore_untouched()
             self.journal.finish_run(self.run_id, "rolled_back", message)
             self.emit(RunFinished(self.run_id, "rolled_back"))
             return self._result(
@@ -681,6 +703,7 @@ class _Runner:
                 return self._needs_attention(
                     message + f" Then undoing {result.failed[1]} failed: {result.failed[2]}", [n for n in undone]
                 )
+        self._restore_untouched()
         self.journal.finish_run(self.run_id, "rolled_back", message)
         self.emit(RunFinished(self.run_id, "rolled_back"))
         return self._result(

@@ -61,3 +61,39 @@ def read_env_heads(
         url = service_url(manifest, env, spec.name, environ)
         out[spec.name] = read_heads(url, spec.version_table, spec.name)
     return out
+
+
+def version_table_exists(url: str, version_table: str = "alembic_version") -> bool:
+    if _missing_sqlite_file(url):
+        return False
+    import sqlalchemy as sa
+
+    from orchestrator.runtime.engines import create_engine
+
+    engine = create_engine(url, create_sqlite_dir=False)
+    try:
+        with engine.connect() as conn:
+            return bool(sa.inspect(conn).has_table(version_table))
+    finally:
+        engine.dispose()
+
+
+def drop_empty_version_table(url: str, version_table: str = "alembic_version") -> bool:
+    """Drop the version table if it holds no row (what a database that never saw a
+    migration looks like). Returns whether it was dropped."""
+    import sqlalchemy as sa
+
+    from orchestrator.runtime.engines import create_engine
+
+    engine = create_engine(url, create_sqlite_dir=False)
+    try:
+        with engine.begin() as conn:
+            if not sa.inspect(conn).has_table(version_table):
+                return False
+            table = sa.table(version_table, sa.column("version_num"))
+            if conn.execute(sa.select(sa.func.count()).select_from(table)).scalar():
+                return False
+            conn.execute(sa.text(f"DROP TABLE {conn.dialect.identifier_preparer.quote(version_table)}"))
+            return True
+    finally:
+        engine.dispose()
