@@ -507,15 +507,17 @@ class _Runner:
                 if not version_table_exists(self.ctx.urls[service], spec.version_table):
                     self.untouched.append(service)
 
-    def _restore_untouched(self) -> None:
+    def _restore_untouched(self, services: list[str] | None = None) -> None:
         from orchestrator.runtime.state import drop_empty_version_table
 
-        for service in self.untouched:
+        for service in self.untouched if services is None else services:
+            if service not in self.ctx.urls:
+                continue
             spec = self.project.graph.services[service].spec
             drop_empty_version_table(self.ctx.urls[service], spec.version_table)
 
     def run(self) -> RunResult:
-        if self.kind == "apply" and not self.no_rollback:
+        if self.kind == "apply":
             self._note_untouched()
         self.journal.start_run(
             self.run_id,
@@ -524,6 +526,7 @@ class _Runner:
             [_step_row(i + 1, s) for i, s in enumerate(self.steps)],
             undoes_run=self.undoes_run,
             resumes_run=self.session.resumed[-1] if self.session.resumed else None,
+            fresh_services=tuple(self.untouched),
         )
         self.emit(RunStarted(self.run_id, self.env, self.kind, tuple(s.id for s in self.steps)))
         if self.session.took_over is not None:
@@ -546,6 +549,8 @@ class _Runner:
             self.journal.finish_run(self.run_id, "succeeded")
             if self.undoes_run:
                 self.journal.mark_undone(self.undoes_run, self.run_id)
+                undone = self.journal.run(self.undoes_run) or {}
+                self._restore_untouched([s for s in (undone.get("fresh_services") or "").split(",") if s])
             self.emit(RunFinished(self.run_id, "succeeded"))
             verb = "applied" if self.kind == "apply" else "rolled back"
             return self._result(

@@ -62,6 +62,9 @@ runs = sa.Table(
     sa.Column("undoes_run", sa.String(40)),
     sa.Column("undone_by", sa.String(40)),
     sa.Column("resumes_run", sa.String(40)),
+    # services whose database had never been migrated before this run (comma-separated):
+    # undoing the whole run also removes the version table it created there
+    sa.Column("fresh_services", sa.Text),
 )
 steps = sa.Table(
     "migrate_steps",
@@ -206,6 +209,7 @@ class Journal:
         plan_steps: list[dict[str, Any]],
         undoes_run: str | None = None,
         resumes_run: str | None = None,
+        fresh_services: tuple[str, ...] = (),
     ) -> None:
         holder, host, pid = whoami()
         with self.tx() as conn:
@@ -222,6 +226,7 @@ class Journal:
                     outcome="running",
                     undoes_run=undoes_run,
                     resumes_run=resumes_run,
+                    fresh_services=",".join(fresh_services) or None,
                 )
             )
             if plan_steps:
