@@ -27,13 +27,26 @@ def read_heads(url: str, version_table: str = "alembic_version", service: str = 
         return ()  # nothing applied, and nothing created
     import sqlalchemy as sa
 
+    from orchestrator.errors import DatabaseUnreachableError
     from orchestrator.runtime.engines import create_engine, sqlite_path, unreachable
 
-    path = sqlite_path(url)
+    try:
+        path = sqlite_path(url)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        # not shown: a value that does not parse as a URL may be a bare password
+        raise DatabaseUnreachableError(
+            f"the database URL of '{service}' is not a valid URL (its value is not shown)",
+            "check the service's URL in the manifest and the ${VARS} it uses",
+        ) from exc
     if path is not None:
         if not os.path.exists(path):
             return ()
-        engine = sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", poolclass=sa.pool.NullPool)
+        if os.path.exists(path + "-journal"):
+            # A hot journal left by a crash: SQLite must roll it back before any read, which
+            # a read-only connection cannot do. The file exists, so nothing is created.
+            engine = create_engine(url, create_sqlite_dir=False)
+        else:
+            engine = sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", poolclass=sa.pool.NullPool)
     else:
         engine = create_engine(url)
     try:
@@ -43,9 +56,7 @@ def read_heads(url: str, version_table: str = "alembic_version", service: str = 
             table = sa.table(version_table, sa.column("version_num"))
             rows = conn.execute(sa.select(table.c.version_num)).scalars().all()
             return tuple(sorted(str(r) for r in rows))
-    except sa.exc.OperationalError as exc:
-        raise unreachable(service, url, exc) from exc
-    except sa.exc.InterfaceError as exc:
+    except sa.exc.DBAPIError as exc:  # refused, bad credentials, "file is not a database"...
         raise unreachable(service, url, exc) from exc
     finally:
         engine.dispose()
