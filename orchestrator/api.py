@@ -82,14 +82,17 @@ def list_services(project: Project) -> list[ServiceInfo]:
 # -- state --------------------------------------------------------------------------------
 def observe(project: Project, env: str, services: Sequence[str] | None = None) -> ObservedState:
     """Read every service's current revisions (and the journal's completed copies)."""
-    from orchestrator.runtime.state import read_heads
+    from orchestrator.runtime.state import read_state
 
     heads: dict[str, tuple[str, ...]] = {}
+    unmigrated = []
     for name, svc in project.graph.services.items():
         if services is not None and name not in services:
             continue
-        heads[name] = read_heads(project.url(env, name), svc.spec.version_table, name)
-    return ObservedState.of(heads, _completed_copies(project, env))
+        heads[name], has_table = read_state(project.url(env, name), svc.spec.version_table, name)
+        if not has_table:
+            unmigrated.append(name)
+    return ObservedState.of(heads, _completed_copies(project, env), unmigrated)
 
 
 def _completed_copies(project: Project, env: str) -> tuple[str, ...]:

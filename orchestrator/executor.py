@@ -150,7 +150,9 @@ def apply(
                 resumed=session.resumed,
             )
         session.lock_databases(plan)
-        return _Runner(project, session, plan, "apply", observer, jobs, no_rollback).run()
+        runner = _Runner(project, session, plan, "apply", observer, jobs, no_rollback)
+        runner.untouched = [s for s in state.unmigrated if s in plan.services]
+        return runner.run()
 
 
 def rollback(
@@ -406,7 +408,14 @@ class _Session:
 
 # -- the runner ---------------------------------------------------------------------------
 def _step_row(seq: int, step: Step) -> dict[str, Any]:
-    row: dict[str, Any] = {"seq": seq, "node": step.id, "kind": step.kind}
+    row: dict[str, Any] = {
+        "seq": seq,
+        "node": step.id,
+        "kind": step.kind,
+        "service": None,
+        "revision": None,
+        "checksum": None,
+    }
     if isinstance(step, UpgradeStep | DowngradeStep):
         row.update(service=step.service, revision=step.revision, checksum=step.checksum or None)
     return row
@@ -497,16 +506,6 @@ class _Runner:
         for seq, node, at in result.done:
             self.completed.append((at, seq, node))
 
-    def _note_untouched(self) -> None:
-        from orchestrator.runtime.state import version_table_exists
-
-        heads = dict(self.plan.state)
-        for service in self.plan.services:
-            if not heads.get(service):
-                spec = self.project.graph.services[service].spec
-                if not version_table_exists(self.ctx.urls[service], spec.version_table):
-                    self.untouched.append(service)
-
     def _restore_untouched(self, services: list[str] | None = None) -> None:
         from orchestrator.runtime.state import drop_empty_version_table
 
@@ -517,8 +516,6 @@ class _Runner:
             drop_empty_version_table(self.ctx.urls[service], spec.version_table)
 
     def run(self) -> RunResult:
-        if self.kind == "apply":
-            self._note_untouched()
         self.journal.start_run(
             self.run_id,
             self.kind,
@@ -724,9 +721,10 @@ class _Runner:
         left = [n for n, s in rows.items() if s["status"] in ("applied", "undo_failed")]
         if self.kind == "rollback":
             left = [n for n, s in rows.items() if s["status"] in ("pending", "failed")]
+        where = "; ".join(f"{svc} is at {', '.join(h) or 'base'}" for svc, h in state.items())
         text = (
             f"{message}. The databases need attention: "
-            + "; ".join(f"{svc} is at {', '.join(h) or 'base'}" for svc, h in state.items())
+            + (where or "their current revisions could not be read")
             + (f". Still to undo: {', '.join(left)}" if left else "")
             + f". The journal (run {self.run_id}) records each step's status."
         )
@@ -738,6 +736,20 @@ class _Runner:
             text,
             next_steps=(f"migrate status --env {self.env}", f"migrate history --env {self.env}"),
         )
+
+    def _heads_after(self) -> dict[str, list[str]]:
+        """Each service's heads once every step of the plan has run (no database read)."""
+        heads = {svc: set(h) for svc, h in self.plan.state}
+        for step in self.plan.steps:
+            if isinstance(step, UpgradeStep | DowngradeStep):
+                down = step.down_revision
+                downs = set() if down is None else {down} if isinstance(down, str) else set(down)
+                current = heads.setdefault(step.service, set())
+                if isinstance(step, UpgradeStep):
+                    heads[step.service] = (current - downs) | {step.revision}
+                else:
+                    heads[step.service] = (current - {step.revision}) | downs
+        return {svc: sorted(h) for svc, h in heads.items() if svc in self.plan.services}
 
     def _state_report(self) -> dict[str, list[str]]:
         try:
@@ -762,7 +774,7 @@ class _Runner:
             outcomes,
             took_over=self.session.took_over_json,
             resumed=self.session.resumed,
-            state_after=self._state_report(),
+            state_after=self._state_report() if code else self._heads_after(),
             next_steps=next_steps,
         )
 

@@ -64,14 +64,14 @@ class ProgressObserver:
             self.progress = Progress(
                 TextColumn("  {task.description}"),
                 BarColumn(),
-                TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"),
+                TextColumn("{task.fields[counts]}"),
                 TextColumn("{task.fields[rate]}"),
                 TimeRemainingColumn(),
                 console=err,
                 transient=True,
             )
             self.progress.start()
-        self.tasks[node] = self.progress.add_task(node, total=None, rate="")
+        self.tasks[node] = self.progress.add_task(node, total=None, rate="", counts="")
 
     def _update_bar(self, event: CopyProgress) -> None:
         if self.progress is None or event.node not in self.tasks:
@@ -80,7 +80,8 @@ class ProgressObserver:
         task = self.tasks[event.node]
         speed: Any = self.progress.tasks[task].speed if task < len(self.progress.tasks) else None
         rate = f"{speed:,.0f} rows/s" if speed else ""
-        self.progress.update(task, completed=event.rows, total=event.total, rate=rate)
+        counts = f"{event.rows:,}/{event.total:,} rows" if event.total is not None else f"{event.rows:,} rows"
+        self.progress.update(task, completed=event.rows, total=event.total, rate=rate, counts=counts)
 
     def _stop_bar(self, node: str) -> None:
         if self.progress is not None and node in self.tasks:

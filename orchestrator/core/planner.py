@@ -25,12 +25,19 @@ class ObservedState:
 
     heads: tuple[tuple[str, tuple[str, ...]], ...]  # (service, applied heads), sorted
     completed_copies: tuple[str, ...] = ()  # copy names whose last run completed
+    unmigrated: tuple[str, ...] = ()  # services whose database has no version table at all
 
     @classmethod
-    def of(cls, heads: Mapping[str, Iterable[str]], completed_copies: Iterable[str] = ()) -> ObservedState:
+    def of(
+        cls,
+        heads: Mapping[str, Iterable[str]],
+        completed_copies: Iterable[str] = (),
+        unmigrated: Iterable[str] = (),
+    ) -> ObservedState:
         return cls(
             heads=tuple(sorted((s, tuple(sorted(h))) for s, h in heads.items())),
             completed_copies=tuple(sorted(set(completed_copies))),
+            unmigrated=tuple(sorted(set(unmigrated))),
         )
 
     def as_dict(self) -> dict[str, tuple[str, ...]]:

@@ -47,6 +47,12 @@ class _OrchestratedContext(EnvironmentContext):
         super().configure(*args, **kw)
 
 
+# Alembic installs ``alembic.context``'s module-level proxy per class: let the subclass use the
+# proxy set up for EnvironmentContext, so env.py's ``context.config`` and ``context.configure``
+# reach this instance.
+_OrchestratedContext._setups[_OrchestratedContext] = EnvironmentContext._setups[EnvironmentContext]
+
+
 def _hooked_step(revision_map: Any, revision: Any, is_upgrade: bool, on_start: Callable[[], None]) -> RevisionStep:
     """A RevisionStep that reports when its migration function starts."""
     step = RevisionStep(revision_map, revision, is_upgrade)

@@ -56,7 +56,8 @@ def create_engine(url: str, *, create_sqlite_dir: bool = True, **kw: Any) -> sa.
         path = sqlite_path(url)
         if path and create_sqlite_dir:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(parsed, poolclass=sa.pool.NullPool, **kw)
+        kw.setdefault("poolclass", sa.pool.NullPool)
+        engine = sa.create_engine(parsed, **kw)
         _transactional_sqlite(engine)
         return engine
     if backend in ("mysql", "mariadb"):

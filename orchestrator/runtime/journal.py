@@ -167,7 +167,9 @@ class Journal:
     def __init__(self, url: str, env: str, *, create: bool = True):
         self.url = url
         self.env = env
-        self.engine = create_engine(url)
+        # A small pool: the journal is written twice per step, and a new SQLite connection
+        # (with its PRAGMAs) per write would cost more than the write itself.
+        self.engine = create_engine(url, poolclass=sa.pool.QueuePool, pool_size=2, max_overflow=4)
         if sqlite_path(url):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         if create:
@@ -252,6 +254,19 @@ class Journal:
             values.setdefault("completed_at", time.time())
         with self.tx() as conn:
             conn.execute(sa.update(steps).where(steps.c.run_id == run_id, steps.c.seq == seq).values(**values))
+
+    def step_updates(self, run_id: str, updates: list[tuple[int, dict[str, Any]]]) -> None:
+        """Several step updates in one transaction (one step ends as the next one starts)."""
+        now = time.time()
+        with self.tx() as conn:
+            for seq, values in updates:
+                values = dict(values)
+                for key in ("error", "statements"):
+                    if values.get(key):
+                        values[key] = redact_text(str(values[key]))
+                if values.get("status") in ("applied", "undone", "failed", "undo_failed"):
+                    values.setdefault("completed_at", now)
+                conn.execute(sa.update(steps).where(steps.c.run_id == run_id, steps.c.seq == seq).values(**values))
 
     def step_checkpoint(self, run_id: str, seq: int, checkpoint: str, rows: int) -> None:
         with self.tx() as conn:

@@ -23,8 +23,13 @@ def _missing_sqlite_file(url: str) -> bool:
 
 
 def read_heads(url: str, version_table: str = "alembic_version", service: str = "?") -> tuple[str, ...]:
+    return read_state(url, version_table, service)[0]
+
+
+def read_state(url: str, version_table: str = "alembic_version", service: str = "?") -> tuple[tuple[str, ...], bool]:
+    """(current revisions, whether the version table exists) of one database."""
     if _missing_sqlite_file(url):
-        return ()  # nothing applied, and nothing created
+        return (), False  # nothing applied, and nothing created
     import sqlalchemy as sa
 
     from orchestrator.errors import DatabaseUnreachableError
@@ -40,7 +45,7 @@ def read_heads(url: str, version_table: str = "alembic_version", service: str = 
         ) from exc
     if path is not None:
         if not os.path.exists(path):
-            return ()
+            return (), False
         if os.path.exists(path + "-journal"):
             # A hot journal left by a crash: SQLite must roll it back before any read, which
             # a read-only connection cannot do. The file exists, so nothing is created.
@@ -52,10 +57,10 @@ def read_heads(url: str, version_table: str = "alembic_version", service: str = 
     try:
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table(version_table):
-                return ()
+                return (), False
             table = sa.table(version_table, sa.column("version_num"))
             rows = conn.execute(sa.select(table.c.version_num)).scalars().all()
-            return tuple(sorted(str(r) for r in rows))
+            return tuple(sorted(str(r) for r in rows)), True
     except sa.exc.DBAPIError as exc:  # refused, bad credentials, "file is not a database"...
         raise unreachable(service, url, exc) from exc
     finally:
@@ -72,21 +77,6 @@ def read_env_heads(
         url = service_url(manifest, env, spec.name, environ)
         out[spec.name] = read_heads(url, spec.version_table, spec.name)
     return out
-
-
-def version_table_exists(url: str, version_table: str = "alembic_version") -> bool:
-    if _missing_sqlite_file(url):
-        return False
-    import sqlalchemy as sa
-
-    from orchestrator.runtime.engines import create_engine
-
-    engine = create_engine(url, create_sqlite_dir=False)
-    try:
-        with engine.connect() as conn:
-            return bool(sa.inspect(conn).has_table(version_table))
-    finally:
-        engine.dispose()
 
 
 def drop_empty_version_table(url: str, version_table: str = "alembic_version") -> bool:

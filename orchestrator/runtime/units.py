@@ -83,24 +83,37 @@ def _run_revisions(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -
     result = UnitResult()
     upgrade = unit.kind == "upgrade"
 
+    finished: list[tuple[int, dict[str, Any], StepFinished]] = []  # committed, not yet journaled
+
+    def flush(also: list[tuple[int, dict[str, Any]]] | None = None) -> None:
+        updates = [(seq, values) for seq, values, _ in finished] + (also or [])
+        if updates:
+            journal.step_updates(ctx.run_id, updates)
+        for _, _, event in finished:
+            emit(event)
+        finished.clear()
+
     def hook(rev: str, event: str) -> None:
         item = by_rev[rev]
         if event == "start":
+            # One journal transaction: the previous revision committed, this one starts.
             started[rev] = time.perf_counter()
-            journal.step_update(ctx.run_id, item.seq, status="running", started=now_iso())
+            flush([(item.seq, {"status": "running", "started": now_iso()})])
             emit(StepStarted(ctx.run_id, item.node, unit.kind))
         else:
             seconds = time.perf_counter() - started[rev]
-            journal.step_update(ctx.run_id, item.seq, status=unit.done_status, finished=now_iso(), seconds=seconds)
+            values = {"status": unit.done_status, "finished": now_iso(), "seconds": seconds}
+            finished.append((item.seq, values, StepFinished(ctx.run_id, item.node, unit.kind, seconds)))
             result.done.append((item.seq, item.node, time.time()))
-            emit(StepFinished(ctx.run_id, item.node, unit.kind, seconds))
 
     log = StatementLog([]) if dialect_of(url) in ("mysql", "mariadb") else None
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
             run_revisions(spec, url, conn, [i.revision for i in unit.items], upgrade, hook, log)
+        flush()
     except Exception as exc:
+        flush()
         done = {seq for seq, _, _ in result.done}
         failing = next((i for i in unit.items if i.seq not in done), unit.items[-1])
         error = database_error(exc)
