@@ -1,0 +1,1028 @@
+"""Copy steps: move the rows of a table from one service's database into another's.
+
+How a copy runs
+    Rows are read from the source in key order (keyset pagination on the copy's key, by
+    default the source's primary key; composite keys work) and written to the target in
+    batches of ``batch_size`` rows, each batch committed on its own. Memory does not grow with
+    the table: sources are read with server-side cursors and rows flow through in chunks.
+
+    The fastest path the two dialects allow is used:
+
+    * PostgreSQL to PostgreSQL, same column types: ``COPY (SELECT ...) TO STDOUT (FORMAT
+      BINARY)`` streamed straight into ``COPY ... FROM STDIN (FORMAT BINARY)`` ("pg-binary-copy").
+    * any source to PostgreSQL: psycopg 3 ``COPY ... FROM STDIN`` with ``write_row``, binary
+      format with the target's column types ("psycopg-copy").
+    * into MariaDB/MySQL or SQLite: ``executemany`` ("executemany"); pymysql rewrites it into
+      multi-row INSERT statements. MariaDB runs the copy with ``sql_mode`` STRICT_ALL_TABLES.
+      ``LOAD DATA LOCAL INFILE`` is not used: with LOCAL the server treats data errors as
+      warnings (as if IGNORE were given), which can truncate values without failing.
+
+Checkpoints and resume
+    Before the first row moves, a checkpoint records which target keys already existed (the
+    *pre-existing keys*). After every committed target batch the checkpoint records the last
+    key copied. A copy that finds a checkpoint resumes after its last key.
+
+Idempotence: the rule
+    A copy never overwrites data it did not write. A source row whose key is among the
+    pre-existing keys is skipped: the target row is kept as it was and is not compared
+    (``rows_skipped``). A row already in the target that is not pre-existing was written by an
+    earlier attempt of this copy (a batch committed just before a crash); it is counted as
+    copied and not written again. Running a finished copy again writes nothing.
+
+Pre-existing keys in the checkpoint
+    A single-column integer key is stored as inclusive runs ``[first, last]`` (a pre-filled
+    range of ids costs two numbers whatever its length); any other key is stored as the list of
+    its canonical key values. The target table is usually empty, and then this is empty too.
+
+Verification
+    At the end, the rows of both tables outside the pre-existing keys must agree in number and
+    in an order-independent checksum of the copied columns. Between two PostgreSQL (or two
+    MariaDB) tables with identical column types the checksum is computed inside each
+    database; otherwise both tables are streamed and each row is hashed in Python after
+    normalisation (decimals without trailing zeros, timestamps in UTC, booleans as 0/1,
+    JSON re-serialised with sorted keys, binary as hex). On a mismatch the copy finds the first
+    differing key and fails.
+
+Failure
+    A copy that fails, verification included, deletes the rows it inserted (every target row
+    outside the pre-existing keys) and resets its checkpoint before raising. A value the target
+    column cannot hold exactly fails the copy naming the column and the key of the row.
+
+Revert (rollback)
+    First every target row outside the pre-existing keys whose key the source lacks is copied
+    back into the source (the source table may have been dropped and re-created empty by a
+    later downgrade); then those target rows are deleted. Reverting twice changes nothing.
+
+The copy assumes nothing else writes the target table's copied keys while it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy.engine import Engine
+
+from orchestrator.core.model import CopySpec
+from orchestrator.errors import EXIT_NEEDS_ATTENTION
+from orchestrator.runtime.copy_fast import copy_text_select, digest_sql
+from orchestrator.runtime.copy_io import (
+    ExecManyWriter,
+    PgCopyWriter,
+    RawConn,
+    RowWriteError,
+    TableSql,
+    pg_binary_passthrough,
+    pg_copy_text,
+    raw_connection,
+    stream_rows,
+)
+from orchestrator.runtime.copy_schema import (
+    CopyError,
+    CopyPlan,
+    CopyPreflightError,
+    build_plan,
+    dialect_of,
+    key_declared_unique,
+    preflight_error,
+    reflect_table,
+)
+from orchestrator.runtime.copy_values import (
+    PreexistingKeys,
+    RowHasher,
+    ValueProblem,
+    canon_function,
+    decode_value,
+    encode_value,
+    make_writer,
+)
+
+__all__ = [
+    "CheckpointStore",
+    "CopyCheckpoint",
+    "CopyError",
+    "CopyFailedError",
+    "CopyPreflightError",
+    "CopyResult",
+    "CopyRevertError",
+    "CopyValueError",
+    "CopyVerificationError",
+    "PreexistingKeys",
+    "ProgressCallback",
+    "RevertResult",
+    "checksum_table",
+    "copy_table",
+    "estimate_rows",
+    "preflight",
+    "revert_copy",
+]
+
+ProgressCallback = Callable[[int, "int | None"], None]
+
+CHUNK_ROWS = 5_000  # rows held in memory at once on the row-by-row paths
+LOOKUP_KEYS = 500  # keys per IN (...) lookup
+
+
+class CopyFailedError(CopyError):
+    """The copy step failed; the rows it had inserted were removed."""
+
+
+class CopyValueError(CopyFailedError):
+    """A value cannot be written to the target column exactly."""
+
+    def __init__(self, message: str, hint: str | None = None, *, column: str | None, key: str):
+        super().__init__(message, hint)
+        self.column = column
+        self.key = key
+
+
+class CopyVerificationError(CopyFailedError):
+    """Source and target disagree after the copy."""
+
+    def __init__(self, message: str, hint: str | None = None, *, key: str | None):
+        super().__init__(message, hint)
+        self.key = key
+
+
+class CopyRevertError(CopyError):
+    """A revert, or the clean-up after a failed copy, could not complete."""
+
+    exit_code = EXIT_NEEDS_ATTENTION
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+CHECKPOINT_FORMAT = "migrate-copy-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class CopyCheckpoint:
+    """Where a copy stands; the executor keeps ``to_json()`` in its journal."""
+
+    last_key: tuple[object, ...] | None  # last key copied and committed (None: nothing yet)
+    rows_copied: int
+    preexisting: PreexistingKeys = field(default_factory=PreexistingKeys)
+    rows_skipped: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "last_key": None if self.last_key is None else [encode_value(v) for v in self.last_key],
+                "rows_copied": self.rows_copied,
+                "rows_skipped": self.rows_skipped,
+                "preexisting": self.preexisting.to_obj(),
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> CopyCheckpoint:
+        obj = json.loads(text)
+        if obj.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a copy checkpoint: format {obj.get('format')!r}")
+        last = obj.get("last_key")
+        return cls(
+            last_key=None if last is None else tuple(decode_value(v) for v in last),
+            rows_copied=int(obj["rows_copied"]),
+            preexisting=PreexistingKeys.from_obj(obj.get("preexisting") or {}),
+            rows_skipped=int(obj.get("rows_skipped", 0)),
+        )
+
+
+class CheckpointStore(Protocol):
+    def load(self) -> CopyCheckpoint | None: ...
+
+    def save(self, checkpoint: CopyCheckpoint) -> None: ...  # called after each target commit
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    rows_copied: int
+    rows_skipped: int
+    source_rows: int
+    seconds: float
+    rows_per_second: float
+    checksum: str
+    method: str
+
+
+@dataclass(frozen=True)
+class RevertResult:
+    rows_restored_to_source: int
+    rows_deleted_from_target: int
+    seconds: float
+
+
+# --- small helpers -----------------------------------------------------------------------------
+
+
+def _key_text(names: Sequence[str], values: Sequence[Any]) -> str:
+    parts = []
+    for name, value in zip(names, values, strict=True):
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        parts.append(f"{name}={shown}")
+    return "(" + ", ".join(parts) + ")"
+
+
+def _where(spec: CopySpec, side: str) -> str:
+    if side == "source":
+        return f"copy '{spec.name}': source service '{spec.source}', table '{spec.table}'"
+    return f"copy '{spec.name}': target service '{spec.target}', table '{spec.target_table}'"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+class _Throttle:
+    def __init__(self, spec: CopySpec):
+        self.rate = spec.max_rows_per_second
+        self.pause = spec.pause_seconds
+        self.start = time.monotonic()
+        self.rows = 0
+
+    def rows_done(self, n: int) -> None:
+        self.rows += n
+        if self.rate and self.rate > 0:
+            due = self.start + self.rows / self.rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def between_batches(self) -> None:
+        if self.pause > 0:
+            time.sleep(self.pause)
+
+
+# --- preflight and estimate --------------------------------------------------------------------
+
+
+def _check_key(plan: CopyPlan, source: Engine) -> None:
+    spec = plan.spec
+    key_cols = [p.source for p in plan.key_pairs]
+    names = [c.name for c in key_cols]
+    sql = TableSql(source, plan.source)
+    with raw_connection(source) as conn:
+        for col in key_cols:
+            if col.nullable and col.name not in plan.source.primary_key:
+                rows = conn.fetch(f"SELECT 1 FROM {sql.name} WHERE {sql.q(col.name)} IS NULL LIMIT 1")
+                if rows:
+                    raise preflight_error(
+                        spec,
+                        "source",
+                        f"key column '{col.name}' holds NULL, so rows cannot be told apart",
+                        "choose key columns without NULLs (or fill them in first)",
+                    )
+        if key_declared_unique(plan.source, names):
+            return
+        rows = conn.fetch(
+            f"SELECT {sql.cols(names)}, count(*) FROM {sql.name} GROUP BY {sql.cols(names)} HAVING count(*) > 1 LIMIT 1"
+        )
+    if rows:
+        raise preflight_error(
+            spec,
+            "source",
+            f"the key ({', '.join(names)}) is not unique: {_key_text(names, rows[0][:-1])} appears {rows[0][-1]} times",
+            "choose key columns whose values are unique (a primary key or a unique constraint)",
+        )
+
+
+def _prepare(spec: CopySpec, source: Engine, target: Engine) -> CopyPlan:
+    plan = build_plan(spec, source, target)
+    _check_key(plan, source)
+    return plan
+
+
+def preflight(spec: CopySpec, source: Engine, target: Engine) -> None:
+    """Check, without writing anything, that the copy can run; raise CopyPreflightError if not.
+
+    Both tables exist; the chosen columns exist on both sides with compatible types; the target
+    has no NOT NULL column without a default left out; the key columns exist, are copied, hold
+    no NULL, and are unique (declared, or proved by a GROUP BY ... HAVING count(*) > 1 query).
+    """
+    _prepare(spec, source, target)
+
+
+def estimate_rows(spec: CopySpec, source: Engine) -> int | None:
+    """Roughly how many rows the source table holds (for progress bars); None if unknown."""
+    table = reflect_table(source, spec.table)
+    if table is None:
+        return None
+    sql = TableSql(source, table)
+    with raw_connection(source) as conn:
+        if conn.dialect == "postgresql":
+            rows = conn.fetch(
+                "SELECT reltuples::bigint, relpages FROM pg_class WHERE oid = to_regclass(%s)",
+                (sql.name.replace("%%", "%"),),
+            )
+            if rows and rows[0][0] is not None and int(rows[0][0]) >= 0 and int(rows[0][1]) > 0:
+                return int(rows[0][0])
+            if rows and int(rows[0][1] or 0) > 200_000:
+                return None
+        elif conn.dialect == "mysql":
+            rows = conn.fetch(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s",
+                (table.schema, table.name),
+            )
+            if rows and rows[0][0]:
+                return int(rows[0][0])
+        rows = conn.fetch(sql.count())
+        return int(rows[0][0]) if rows else None
+
+
+# --- the copy ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _BatchCounts:
+    written: int = 0
+    skipped: int = 0  # pre-existing keys
+    present: int = 0  # written by an earlier attempt
+
+
+class _Copier:
+    """One run of one copy step: the plan, two connections, converters and counters."""
+
+    def __init__(self, plan: CopyPlan, src: RawConn, tgt: RawConn, source: Engine, target: Engine):
+        self.plan = plan
+        self.spec = plan.spec
+        self.src = src
+        self.tgt = tgt
+        self.ssql = TableSql(source, plan.source)
+        self.tsql = TableSql(target, plan.target)
+        self.scols = [p.source.name for p in plan.columns]
+        self.tcols = [p.target.name for p in plan.columns]
+        self.skey = [p.source.name for p in plan.key_pairs]
+        self.tkey = [p.target.name for p in plan.key_pairs]
+        self.key_index = plan.key_index
+        self.key_canon = [canon_function(k) for k in plan.key_kinds]
+        convs = [make_writer(tgt.dialect, p.target, p.kind) for p in plan.columns]
+        self.convs = [(i, f) for i, f in enumerate(convs) if f is not None]
+        self.chunk = max(1, min(self.spec.batch_size, CHUNK_ROWS))
+        if tgt.dialect == "postgresql":
+            oids = [int(p.target.pg_oid or 0) for p in plan.columns]
+            self.writer: PgCopyWriter | ExecManyWriter = PgCopyWriter(tgt, self.tsql, self.tcols, oids)
+        else:
+            self.writer = ExecManyWriter(tgt, self.tsql, self.tcols)
+        self.passthrough = src.dialect == "postgresql" and tgt.dialect == "postgresql"
+        self.passthrough = self.passthrough and all(
+            _binary_compatible(p.source.pg_type, p.target.pg_type) for p in plan.columns
+        )
+        self.text_select: str | None = None
+        if tgt.dialect == "postgresql" and src.dialect in ("mysql", "sqlite"):
+            self.text_select = copy_text_select(self.ssql, plan.columns)
+        self.utc_session = any(p.target.timezone for p in plan.columns)
+
+    def canon_key(self, row: Sequence[Any]) -> tuple[str | None, ...]:
+        return tuple(None if row[i] is None else f(row[i]) for i, f in zip(self.key_index, self.key_canon, strict=True))
+
+    def next_bound(self, lo: Sequence[Any] | None, n: int) -> tuple[Any, ...] | None:
+        sql, params = self.ssql.bound_after(self.skey, lo, n)
+        rows = self.src.fetch(sql, params)
+        if not rows:
+            sql, params = self.ssql.last_after(self.skey, lo)
+            rows = self.src.fetch(sql, params)
+        self.src.commit()
+        return tuple(rows[0]) if rows else None
+
+    def present_in_target(
+        self, lo: Sequence[Any] | None, hi: Sequence[Any], pre: PreexistingKeys
+    ) -> set[tuple[str | None, ...]]:
+        """Keys of (lo, hi] already in the target that are not pre-existing (an earlier attempt
+        committed them but did not live to save its checkpoint)."""
+        sql, params = self.ssql.select_range(self.skey, self.skey, lo, hi)
+        found: set[tuple[str | None, ...]] = set()
+        key_convs = [make_writer(self.tgt.dialect, p.target, p.kind) for p in self.plan.key_pairs]
+        for rows in stream_rows(self.src, sql, params, LOOKUP_KEYS):
+            keys = [
+                tuple(v if f is None or v is None else f(v) for f, v in zip(key_convs, r, strict=True)) for r in rows
+            ]
+            qsql, qparams = self.tsql.select_by_keys(self.tkey, self.tkey, keys)
+            for trow in self.tgt.fetch(qsql, qparams):
+                ck = tuple(None if v is None else f(v) for f, v in zip(self.key_canon, trow, strict=True))
+                if not pre.contains(ck):
+                    found.add(ck)
+        self.tgt.rollback()
+        return found
+
+    def batch_rows(
+        self,
+        lo: Sequence[Any] | None,
+        hi: Sequence[Any],
+        pre: PreexistingKeys,
+        present: set[tuple[str | None, ...]],
+        counts: _BatchCounts,
+        throttle: _Throttle | None,
+    ) -> Generator[list[Any], None, None]:
+        """The converted rows of (lo, hi] that must be written, chunk by chunk."""
+        sql, params = self.ssql.select_range(self.scols, self.skey, lo, hi)
+        convs = self.convs
+        check = bool(pre) or bool(present)
+        for rows in stream_rows(self.src, sql, params, self.chunk):
+            out: list[Any] = []
+            for row in rows:
+                if check:
+                    ck = self.canon_key(row)
+                    if pre.contains(ck):
+                        counts.skipped += 1
+                        continue
+                    if ck in present:
+                        counts.present += 1
+                        continue
+                if convs:
+                    vals = list(row)
+                    i = -1
+                    try:
+                        for i, f in convs:
+                            v = vals[i]
+                            if v is not None:
+                                vals[i] = f(v)
+                    except ValueProblem as problem:
+                        raise self.value_error(row, i, str(problem)) from None
+                    out.append(vals)
+                else:
+                    out.append(row)
+            if out:
+                yield out
+            if throttle is not None:
+                throttle.rows_done(len(rows))
+
+    def value_error(self, row: Sequence[Any], index: int, problem: str) -> CopyValueError:
+        column = self.plan.columns[index].target.name
+        key = _key_text(self.skey, [row[i] for i in self.key_index])
+        return CopyValueError(
+            f"{_where(self.spec, 'target')}: the value of column '{column}' in the row with key "
+            f"{key} cannot be stored: {problem}; nothing was truncated, the copy stopped",
+            "change the target column's type (or fix the source value), then run again",
+            column=column,
+            key=key,
+        )
+
+    def write_error(
+        self,
+        exc: RowWriteError,
+        lo: Sequence[Any] | None,
+        hi: Sequence[Any],
+        pre: PreexistingKeys,
+        present: set[tuple[str | None, ...]],
+    ) -> CopyValueError:
+        """Name the row (and column, when the database says) a failed batch stumbled on."""
+        key = "(unknown)"
+        if exc.row_index is not None:
+            n = 0
+            chunks = self.batch_rows(lo, hi, pre, present, _BatchCounts(), None)
+            try:
+                for rows in chunks:
+                    if n + len(rows) > exc.row_index:
+                        row = rows[exc.row_index - n]
+                        key = _key_text(self.skey, [row[i] for i in self.key_index])
+                        break
+                    n += len(rows)
+            finally:
+                chunks.close()
+            self.src.rollback()
+        else:
+            key = f"in the batch after {_key_text(self.skey, lo) if lo else 'the start'}"
+        column = exc.column
+        if column is not None:
+            match = [p.target.name for p in self.plan.columns if p.target.name.lower() == column.lower()]
+            column = match[0] if match else column
+        col_text = f", column '{column}'" if column else ""
+        return CopyValueError(
+            f"{_where(self.spec, 'target')}: the row with key {key}{col_text} could not be "
+            f"written: {_first_line(exc.cause)}",
+            "fix the value or the target column (type, length, constraint, trigger), then run again",
+            column=column,
+            key=key,
+        )
+
+    def run_batches(
+        self,
+        checkpoint: CopyCheckpoint,
+        store: CheckpointStore,
+        uncertain: bool,
+        on_progress: ProgressCallback | None,
+        total: int | None,
+    ) -> tuple[CopyCheckpoint, str]:
+        spec = self.spec
+        pre = checkpoint.preexisting
+        lo = checkpoint.last_key
+        copied, skipped = checkpoint.rows_copied, checkpoint.rows_skipped
+        throttle = _Throttle(spec)
+        method = self.writer.method
+        used_passthrough = used_text = False
+        batch_size = max(1, int(spec.batch_size))
+        while True:
+            hi = self.next_bound(lo, batch_size)
+            if hi is None:
+                break
+            present: set[tuple[str | None, ...]] = set()
+            if uncertain:
+                present = self.present_in_target(lo, hi, pre)
+                uncertain = bool(present)
+            counts = _BatchCounts()
+            try:
+                fast_done = False
+                if self.passthrough and not pre and not present:
+                    sql, params = self.ssql.select_range(self.scols, self.skey, lo, hi)
+                    counts.written = pg_binary_passthrough(
+                        self.src, self.tgt, sql, params, self.tsql.copy_in(self.tcols, True)
+                    )
+                    used_passthrough = fast_done = True
+                    throttle.rows_done(counts.written)
+                elif self.text_select is not None and not pre and not present:
+                    where, params = self.ssql.where(self.ssql.range_parts(self.skey, lo, hi))
+                    sql = (
+                        f"SELECT {self.text_select} FROM {self.ssql.name}{where} ORDER BY {self.ssql.order(self.skey)}"
+                    )
+                    try:
+                        counts.written = pg_copy_text(
+                            self.src,
+                            self.tgt,
+                            sql,
+                            params,
+                            self.tsql.copy_in(self.tcols, False),
+                            self.chunk,
+                            self.utc_session,
+                            throttle.rows_done,
+                        )
+                        used_text = fast_done = True
+                    except RowWriteError:
+                        # a value the fast path would not vouch for: redo the batch in Python,
+                        # which converts it exactly or names the row and the column
+                        self.tgt.rollback()
+                        self.src.rollback()
+                        counts = _BatchCounts()
+                if not fast_done:
+                    chunks = self.batch_rows(lo, hi, pre, present, counts, throttle)
+                    try:
+                        counts.written = self.writer.write_batch(chunks)
+                    finally:
+                        chunks.close()
+                self.tgt.commit()
+            except RowWriteError as exc:
+                self.tgt.rollback()
+                self.src.rollback()
+                raise self.write_error(exc, lo, hi, pre, present) from exc.cause
+            copied += counts.written + counts.present
+            skipped += counts.skipped
+            checkpoint = CopyCheckpoint(hi, copied, pre, skipped)
+            store.save(checkpoint)
+            lo = hi
+            if on_progress is not None:
+                on_progress(copied + skipped, total)
+            throttle.between_batches()
+        if used_passthrough:
+            method = "pg-binary-copy"
+        elif used_text:
+            method = "psycopg-copy-text"
+        return checkpoint, method
+
+
+def _binary_compatible(source: str | None, target: str | None) -> bool:
+    """Whether PostgreSQL's binary COPY format of ``source`` can be read as ``target`` without
+    any change of value (same type and modifier, or the target drops the modifier)."""
+    if source is None or target is None:
+        return False
+    if source == target:
+        return True
+    base_s, base_t = source.split("(")[0].strip(), target.split("(")[0].strip()
+    if "(" not in target and base_s == base_t and base_t in ("numeric", "character varying"):
+        return True
+    return base_s in ("character varying", "text") and target == "text"
+
+
+def _scan_preexisting(copier: _Copier) -> PreexistingKeys:
+    """Every key the target holds before the first batch, in canonical form."""
+    plan = copier.plan
+    tsql = copier.tsql
+    sql = f"SELECT {tsql.cols(copier.tkey)} FROM {tsql.name} ORDER BY {tsql.order(copier.tkey)}"
+
+    def keys() -> Iterator[tuple[str | None, ...]]:
+        for rows in stream_rows(copier.tgt, sql, (), CHUNK_ROWS):
+            for row in rows:
+                yield tuple(None if v is None else f(v) for f, v in zip(copier.key_canon, row, strict=True))
+
+    integer = len(plan.key_pairs) == 1 and plan.key_kinds[0] in ("integer", "boolean")
+    return PreexistingKeys.build(keys(), integer)
+
+
+def copy_table(
+    spec: CopySpec,
+    source: Engine,
+    target: Engine,
+    store: CheckpointStore,
+    on_progress: ProgressCallback | None = None,
+) -> CopyResult:
+    """Copy the rows of ``spec.table`` from ``source`` into ``spec.target_table`` on ``target``.
+
+    Resumes from ``store``'s checkpoint, saves one after every committed batch, verifies
+    count and checksum at the end. On failure the rows it inserted are deleted and the
+    checkpoint is reset before the error is raised.
+    """
+    started = time.monotonic()
+    plan = _prepare(spec, source, target)
+    total = estimate_rows(spec, source)
+    checkpoint = store.load()
+    try:
+        with raw_connection(source) as src, raw_connection(target) as tgt:
+            copier = _Copier(plan, src, tgt, source, target)
+            if checkpoint is None:
+                checkpoint = CopyCheckpoint(None, 0, _scan_preexisting(copier), 0)
+                store.save(checkpoint)
+                uncertain = False
+            else:
+                uncertain = True
+            checkpoint, method = copier.run_batches(checkpoint, store, uncertain, on_progress, total)
+            outcome = _verify(copier, checkpoint.preexisting)
+    except CopyPreflightError:
+        raise
+    except Exception as exc:
+        if checkpoint is None:  # nothing was written
+            if isinstance(exc, CopyError):
+                raise
+            raise _wrap(spec, exc) from exc
+        failure = exc if isinstance(exc, CopyError) else _wrap(spec, exc)
+        _cleanup_after_failure(plan, source, target, store, checkpoint.preexisting, failure)
+        if failure is exc:
+            raise
+        raise failure from exc
+    seconds = time.monotonic() - started
+    copied = outcome.target_count
+    return CopyResult(
+        rows_copied=copied,
+        rows_skipped=outcome.skipped,
+        source_rows=outcome.source_count + outcome.skipped,
+        seconds=seconds,
+        rows_per_second=(copied / seconds) if seconds > 0 else 0.0,
+        checksum=outcome.checksum,
+        method=method,
+    )
+
+
+def _wrap(spec: CopySpec, exc: BaseException) -> CopyFailedError:
+    return CopyFailedError(
+        f"copy '{spec.name}' from service '{spec.source}' to '{spec.target}', table "
+        f"'{spec.table}', failed: {_first_line(exc)}",
+        "fix the cause and run again; the rows this copy had inserted were removed",
+    )
+
+
+def _cleanup_after_failure(
+    plan: CopyPlan,
+    source: Engine,
+    target: Engine,
+    store: CheckpointStore,
+    pre: PreexistingKeys,
+    failure: CopyError,
+) -> None:
+    try:
+        _delete_copied(plan, target, pre, None)
+        store.save(CopyCheckpoint(None, 0, pre, 0))
+    except Exception as cleanup_exc:
+        raise CopyRevertError(
+            f"{failure.message}; then removing the rows it had inserted failed too: "
+            f"{_first_line(cleanup_exc)}. The target table "
+            f"'{plan.spec.target_table}' of service '{plan.spec.target}' may still hold "
+            "copied rows; the checkpoint still describes them",
+            "run the revert of this copy (migrate rollback) once the target database is reachable",
+        ) from cleanup_exc
+
+
+# --- verification ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    source_count: int
+    target_count: int
+    skipped: int
+    checksum: str
+
+
+def _side_digest(
+    conn: RawConn, sql: TableSql, plan: CopyPlan, side: int, pre: PreexistingKeys
+) -> tuple[int, int, int, bool]:
+    """(rows outside the pre-existing keys, sum of their line digests, pre-existing rows seen,
+    computed in the database?) for one side."""
+    cols = [p.source if side == 0 else p.target for p in plan.columns]
+    kinds = [p.kind for p in plan.columns]
+    query = None if pre else digest_sql(sql, cols, kinds)
+    if query is not None:
+        rows = conn.fetch(query)
+        conn.commit()
+        return int(rows[0][0]), int(rows[0][1]), 0, True
+    hasher = RowHasher(kinds)
+    key_index = plan.key_index
+    skipped = 0
+    select = f"SELECT {sql.cols([c.name for c in cols])} FROM {sql.name}"
+    for rows in stream_rows(conn, select, (), CHUNK_ROWS):
+        for row in rows:
+            canon = hasher.canon(row)
+            if pre and pre.contains(tuple(canon[i] for i in key_index)):
+                skipped += 1
+                continue
+            hasher.add_canon(canon)
+    return hasher.count, hasher.total, skipped, False
+
+
+def _verify(copier: _Copier, pre: PreexistingKeys) -> _Outcome:
+    plan = copier.plan
+    # the two sides run at once: a digest computed in a database waits on its server, not on us
+    # (SQLite connections stay on this thread)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        if copier.tgt.dialect != "sqlite":
+            later = pool.submit(_side_digest, copier.tgt, copier.tsql, plan, 1, pre)
+            s_count, s_sum, skipped, _ = _side_digest(copier.src, copier.ssql, plan, 0, pre)
+            t_count, t_sum, _, _ = later.result()
+        elif copier.src.dialect != "sqlite":
+            first = pool.submit(_side_digest, copier.src, copier.ssql, plan, 0, pre)
+            t_count, t_sum, _, _ = _side_digest(copier.tgt, copier.tsql, plan, 1, pre)
+            s_count, s_sum, skipped, _ = first.result()
+        else:
+            s_count, s_sum, skipped, _ = _side_digest(copier.src, copier.ssql, plan, 0, pre)
+            t_count, t_sum, _, _ = _side_digest(copier.tgt, copier.tsql, plan, 1, pre)
+    if s_count != t_count or s_sum != t_sum:
+        detail, key = _first_difference(copier, pre)
+        raise CopyVerificationError(
+            f"{_where(copier.spec, 'target')}: verification failed: the source has {s_count} "
+            f"rows to copy and the target {t_count}"
+            + (", with different checksums" if s_count == t_count else "")
+            + f"; {detail}",
+            "something changed the rows on the way (a trigger, a default, a rule, or another "
+            "writer); fix it and run the copy again. The copied rows were removed",
+            key=key,
+        )
+    return _Outcome(s_count, t_count, skipped, f"md5-sum:{s_count}:{s_sum:x}")
+
+
+def _first_difference(copier: _Copier, pre: PreexistingKeys) -> tuple[str, str | None]:
+    """Walk the source in key order, look its rows up in the target; name the first key that
+    is missing or differs, then look for target rows the source lacks."""
+    plan = copier.plan
+    hasher = RowHasher([p.kind for p in plan.columns])
+    key_convs = [make_writer(copier.tgt.dialect, p.target, p.kind) for p in plan.key_pairs]
+    lo: tuple[Any, ...] | None = None
+    while True:
+        sql, params = copier.ssql.rows_after(copier.scols, copier.skey, lo, LOOKUP_KEYS)
+        rows = copier.src.fetch(sql, params)
+        copier.src.commit()
+        if not rows:
+            break
+        lo = tuple(rows[-1][i] for i in plan.key_index)
+        wanted = []
+        for row in rows:
+            canon = hasher.canon(row)
+            ck = tuple(canon[i] for i in plan.key_index)
+            if not pre.contains(ck):
+                wanted.append((row, canon, ck))
+        if not wanted:
+            continue
+        keys = [
+            tuple(
+                row[i] if f is None or row[i] is None else f(row[i])
+                for i, f in zip(plan.key_index, key_convs, strict=True)
+            )
+            for row, _, _ in wanted
+        ]
+        tsql, tparams = copier.tsql.select_by_keys(copier.tcols, copier.tkey, keys)
+        found = {}
+        for trow in copier.tgt.fetch(tsql, tparams):
+            tcanon = hasher.canon(trow)
+            found[tuple(tcanon[i] for i in plan.key_index)] = tcanon
+        copier.tgt.rollback()
+        for row, canon, ck in wanted:
+            key = _key_text(copier.skey, [row[i] for i in plan.key_index])
+            other = found.get(ck)
+            if other is None:
+                return f"the row with key {key} is missing from the target", key
+            if other != canon:
+                for pair, a, b in zip(plan.columns, canon, other, strict=True):
+                    if a != b:
+                        return (
+                            f"the first differing row has key {key}: column "
+                            f"'{pair.target.name}' is {_short(a)} in the source and {_short(b)} "
+                            "in the target",
+                            key,
+                        )
+    # every source row is in the target: look for a target row the source lacks
+    lo = None
+    back_convs = [make_writer(copier.src.dialect, p.source, p.kind) for p in plan.key_pairs]
+    while True:
+        sql, params = copier.tsql.keys_after(copier.tkey, lo, LOOKUP_KEYS)
+        trows = copier.tgt.fetch(sql, params)
+        copier.tgt.rollback()
+        if not trows:
+            break
+        lo = tuple(trows[-1])
+        cands = []
+        for trow in trows:
+            ck = tuple(None if v is None else f(v) for f, v in zip(copier.key_canon, trow, strict=True))
+            if not pre.contains(ck):
+                cands.append((trow, ck))
+        if not cands:
+            continue
+        keys = [
+            tuple(v if f is None or v is None else f(v) for f, v in zip(back_convs, t, strict=True)) for t, _ in cands
+        ]
+        ssql, sparams = copier.ssql.select_by_keys(copier.skey, copier.skey, keys)
+        have = {
+            tuple(None if v is None else f(v) for f, v in zip(copier.key_canon, r, strict=True))
+            for r in copier.src.fetch(ssql, sparams)
+        }
+        copier.src.commit()
+        for trow, ck in cands:
+            if ck not in have:
+                key = _key_text(copier.tkey, trow)
+                return f"the target holds a row with key {key} that the source lacks", key
+    return "the difference could not be narrowed down to one row", None
+
+
+def _short(value: str | None) -> str:
+    if value is None:
+        return "NULL"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --- deleting copied rows, revert ---------------------------------------------------------------
+
+
+def _delete_copied(plan: CopyPlan, target: Engine, pre: PreexistingKeys, on_progress: ProgressCallback | None) -> int:
+    """Delete every target row outside the pre-existing keys, in committed slices."""
+    tsql = TableSql(target, plan.target)
+    key = [p.target.name for p in plan.key_pairs]
+    canon = [canon_function(k) for k in plan.key_kinds]
+    deleted = 0
+    lo: tuple[Any, ...] | None = None
+    with raw_connection(target) as tgt:
+        while True:
+            if not pre:
+                sql, params = tsql.bound_after(key, None, 10_000)
+                rows = tgt.fetch(sql, params)
+                if not rows:
+                    sql, params = tsql.last_after(key, None)
+                    rows = tgt.fetch(sql, params)
+                if not rows:
+                    break
+                sql, params = tsql.delete_range(key, None, rows[0])
+                deleted += max(0, tgt.execute(sql, params))
+                tgt.commit()
+            else:
+                sql, params = tsql.keys_after(key, lo, 1_000)
+                rows = tgt.fetch(sql, params)
+                if not rows:
+                    break
+                lo = tuple(rows[-1])
+                doomed = [
+                    r
+                    for r in rows
+                    if not pre.contains(tuple(None if v is None else f(v) for f, v in zip(canon, r, strict=True)))
+                ]
+                if doomed:
+                    sql, params = tsql.delete_by_keys(key, doomed)
+                    deleted += max(0, tgt.execute(sql, params))
+                tgt.commit()
+            if on_progress is not None:
+                on_progress(deleted, None)
+    return deleted
+
+
+def _restore_to_source(
+    plan: CopyPlan,
+    source: Engine,
+    target: Engine,
+    pre: PreexistingKeys,
+    on_progress: ProgressCallback | None,
+) -> int:
+    """Copy back into the source every copied target row whose key the source lacks."""
+    back = plan.reversed()  # reads the target, writes the source
+    restored = 0
+    with raw_connection(target) as tgt, raw_connection(source) as src:
+        copier = _Copier(back, tgt, src, target, source)
+        lo: tuple[Any, ...] | None = None
+        step = max(1, min(plan.spec.batch_size, CHUNK_ROWS))
+        while True:
+            sql, params = copier.ssql.rows_after(copier.scols, copier.skey, lo, step)
+            rows = tgt.fetch(sql, params)
+            tgt.commit()
+            if not rows:
+                break
+            lo = tuple(rows[-1][i] for i in back.key_index)
+            cands = [r for r in rows if not pre.contains(copier.canon_key(r))]
+            missing: list[Any] = []
+            for start in range(0, len(cands), LOOKUP_KEYS):
+                part = cands[start : start + LOOKUP_KEYS]
+                key_convs = [make_writer(src.dialect, p.target, p.kind) for p in back.key_pairs]
+                keys = [
+                    tuple(
+                        r[i] if f is None or r[i] is None else f(r[i])
+                        for i, f in zip(back.key_index, key_convs, strict=True)
+                    )
+                    for r in part
+                ]
+                qsql, qparams = copier.tsql.select_by_keys(copier.tkey, copier.tkey, keys)
+                have = {
+                    tuple(None if v is None else f(v) for f, v in zip(copier.key_canon, r, strict=True))
+                    for r in src.fetch(qsql, qparams)
+                }
+                missing.extend(r for r in part if copier.canon_key(r) not in have)
+            src.rollback()
+            if missing:
+                converted: list[Any] = []
+                for row in missing:
+                    vals = list(row)
+                    i = -1
+                    try:
+                        for i, f in copier.convs:
+                            if vals[i] is not None:
+                                vals[i] = f(vals[i])
+                    except ValueProblem as problem:
+                        raise copier.value_error(row, i, str(problem)) from None
+                    converted.append(vals)
+                try:
+                    copier.writer.write_batch([converted])
+                except RowWriteError as exc:
+                    src.rollback()
+                    raise CopyRevertError(
+                        f"{_where(plan.spec, 'source')}: restoring copied rows failed: {_first_line(exc.cause)}",
+                        "make the source table able to hold the rows again, then revert again",
+                    ) from exc.cause
+                src.commit()
+                restored += len(converted)
+            if on_progress is not None:
+                on_progress(restored, None)
+    return restored
+
+
+def revert_copy(
+    spec: CopySpec,
+    source: Engine,
+    target: Engine,
+    store: CheckpointStore,
+    on_progress: ProgressCallback | None = None,
+) -> RevertResult:
+    """Undo a copy: restore into the source the rows it lacks, then delete the copied rows
+    from the target (every row outside the pre-existing keys). Idempotent."""
+    started = time.monotonic()
+    checkpoint = store.load()
+    if checkpoint is None:  # the copy never began: it wrote nothing
+        return RevertResult(0, 0, time.monotonic() - started)
+    if reflect_table(source, spec.table) is None:
+        raise CopyRevertError(
+            f"{_where(spec, 'source')}: the table does not exist, so the copied rows cannot be restored into it",
+            "re-create the source table (downgrade the revision that dropped it), then revert "
+            "again; the target still holds the rows",
+        )
+    plan = build_plan(spec, source, target)
+    pre = checkpoint.preexisting
+    try:
+        restored = _restore_to_source(plan, source, target, pre, on_progress)
+        deleted = _delete_copied(plan, target, pre, on_progress)
+    except CopyError:
+        raise
+    except Exception as exc:
+        raise CopyRevertError(
+            f"copy '{spec.name}': revert failed: {_first_line(exc)}",
+            "fix the cause and revert again: a revert can be repeated safely",
+        ) from exc
+    store.save(CopyCheckpoint(None, 0, pre, 0))
+    return RevertResult(restored, deleted, time.monotonic() - started)
+
+
+# --- checksums ---------------------------------------------------------------------------------
+
+
+def checksum_table(engine: Engine, table: str, columns: Sequence[str], key: Sequence[str]) -> tuple[int, str]:
+    """(row count, order-independent checksum) of ``columns`` of ``table``.
+
+    The checksum is the sum modulo 2**128 of a BLAKE2b hash of each row's canonical form (see
+    the module docstring), so tables in different databases holding the same values agree.
+    """
+    dialect_of(engine)
+    info = reflect_table(engine, table)
+    if info is None:
+        raise CopyPreflightError(f"table '{table}' does not exist")
+    cols = []
+    for name in [*columns, *key]:
+        col = info.find(name)
+        if col is None:
+            raise CopyPreflightError(f"table '{table}' has no column '{name}'")
+        cols.append(col)
+    sql = TableSql(engine, info)
+    hasher = RowHasher([c.kind for c in cols[: len(columns)]])
+    query = f"SELECT {sql.cols([c.name for c in cols[: len(columns)]])} FROM {sql.name}"
+    with raw_connection(engine) as conn:
+        for rows in stream_rows(conn, query, (), CHUNK_ROWS):
+            for row in rows:
+                hasher.add(row)
+    return hasher.count, hasher.hexdigest

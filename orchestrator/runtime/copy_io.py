@@ -1,0 +1,533 @@
+"""Database I/O for copy steps: SQL text built from reflected, quoted identifiers; raw DBAPI
+connections; streaming readers; batch writers (psycopg COPY, executemany).
+
+Values always travel as bound parameters (or COPY data); SQL text only ever holds identifiers
+that were found in the reflected table and quoted by the dialect's identifier preparer.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from orchestrator.runtime.copy_schema import Dialect, TableInfo, dialect_of
+
+# MariaDB session for writing: strict (an unrepresentable value is an error, never a warning
+# with a truncated value), and an explicit 0 in an AUTO_INCREMENT key stays 0.
+MYSQL_SQL_MODE = (
+    "STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,"
+    "ERROR_FOR_DIVISION_BY_ZERO,NO_ZERO_DATE,NO_ZERO_IN_DATE"
+)
+
+
+class TableSql:
+    """SQL text for one reflected table on one engine."""
+
+    def __init__(self, engine: Engine, table: TableInfo):
+        self.dialect: Dialect = dialect_of(engine)
+        self.table = table
+        self._prep = engine.dialect.identifier_preparer
+        self.mark = "?" if self.dialect == "sqlite" else "%s"
+
+    def q(self, name: str) -> str:
+        if self.table.find(name) is None:
+            raise ValueError(f"{name!r} is not a column of {self.table.display}")
+        quoted: str = self._prep.quote(name)
+        return quoted.replace("%", "%%") if self.mark == "%s" else quoted
+
+    @property
+    def name(self) -> str:
+        parts = [self.table.name] if not self.table.schema else [self.table.schema, self.table.name]
+        quoted = ".".join(self._prep.quote(p) for p in parts)
+        return quoted.replace("%", "%%") if self.mark == "%s" else quoted
+
+    def cols(self, names: Sequence[str]) -> str:
+        return ", ".join(self.q(n) for n in names)
+
+    def marks(self, n: int) -> str:
+        return ", ".join([self.mark] * n)
+
+    # keyset predicates ---------------------------------------------------------------------
+
+    def key_after(self, key: Sequence[str], values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """Rows whose key sorts after ``values``."""
+        if len(key) == 1:
+            return f"{self.q(key[0])} > {self.mark}", [values[0]]
+        if self.dialect != "mysql":
+            return f"({self.cols(key)}) > ({self.marks(len(key))})", list(values)
+        return self._expand(key, values, ">", ">=")
+
+    def key_upto(self, key: Sequence[str], values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """Rows whose key sorts at or before ``values``."""
+        if len(key) == 1:
+            return f"{self.q(key[0])} <= {self.mark}", [values[0]]
+        if self.dialect != "mysql":
+            return f"({self.cols(key)}) <= ({self.marks(len(key))})", list(values)
+        return self._expand(key, values, "<", "<=")
+
+    def _expand(self, key: Sequence[str], values: Sequence[Any], strict: str, last: str) -> tuple[str, list[Any]]:
+        # (a, b, c) > (x, y, z)  ==  a >= x AND (a > x OR (a = x AND (b > y OR (b = y AND c > z))))
+        params: list[Any] = []
+        inner = f"{self.q(key[-1])} {last if last == '<=' else strict} {self.mark}"
+        params_inner: list[Any] = [values[-1]]
+        for col, val in zip(reversed(key[:-1]), reversed(values[:-1]), strict=True):
+            inner = f"({self.q(col)} {strict} {self.mark} OR ({self.q(col)} = {self.mark} AND {inner}))"
+            params_inner = [val, val, *params_inner]
+        lead = ">=" if strict == ">" else "<="
+        sql = f"{self.q(key[0])} {lead} {self.mark} AND {inner}"
+        params = [values[0], *params_inner]
+        return sql, params
+
+    def order(self, key: Sequence[str], desc: bool = False) -> str:
+        suffix = " DESC" if desc else ""
+        return ", ".join(self.q(k) + suffix for k in key)
+
+    def where(self, parts: Sequence[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+        if not parts:
+            return "", []
+        params: list[Any] = []
+        for _, p in parts:
+            params.extend(p)
+        return " WHERE " + " AND ".join(f"({s})" for s, _ in parts), params
+
+    def range_parts(
+        self, key: Sequence[str], lo: Sequence[Any] | None, hi: Sequence[Any] | None
+    ) -> list[tuple[str, list[Any]]]:
+        parts = []
+        if lo is not None:
+            parts.append(self.key_after(key, lo))
+        if hi is not None:
+            parts.append(self.key_upto(key, hi))
+        return parts
+
+    def select_range(
+        self,
+        columns: Sequence[str],
+        key: Sequence[str],
+        lo: Sequence[Any] | None,
+        hi: Sequence[Any] | None,
+    ) -> tuple[str, list[Any]]:
+        where, params = self.where(self.range_parts(key, lo, hi))
+        sql = f"SELECT {self.cols(columns)} FROM {self.name}{where} ORDER BY {self.order(key)}"
+        return sql, params
+
+    def bound_after(self, key: Sequence[str], lo: Sequence[Any] | None, n: int) -> tuple[str, list[Any]]:
+        """The key of the n-th row after ``lo`` (the inclusive upper bound of the next batch)."""
+        where, params = self.where(self.range_parts(key, lo, None))
+        sql = f"SELECT {self.cols(key)} FROM {self.name}{where} ORDER BY {self.order(key)} LIMIT 1 OFFSET {int(n) - 1}"
+        return sql, params
+
+    def last_after(self, key: Sequence[str], lo: Sequence[Any] | None) -> tuple[str, list[Any]]:
+        where, params = self.where(self.range_parts(key, lo, None))
+        sql = f"SELECT {self.cols(key)} FROM {self.name}{where} ORDER BY {self.order(key, desc=True)} LIMIT 1"
+        return sql, params
+
+    def keys_after(self, key: Sequence[str], lo: Sequence[Any] | None, n: int) -> tuple[str, list[Any]]:
+        """The keys of the next ``n`` rows after ``lo``, in key order."""
+        return self.rows_after(key, key, lo, n)
+
+    def rows_after(
+        self, columns: Sequence[str], key: Sequence[str], lo: Sequence[Any] | None, n: int
+    ) -> tuple[str, list[Any]]:
+        where, params = self.where(self.range_parts(key, lo, None))
+        sql = f"SELECT {self.cols(columns)} FROM {self.name}{where} ORDER BY {self.order(key)} LIMIT {int(n)}"
+        return sql, params
+
+    def delete_range(self, key: Sequence[str], lo: Sequence[Any] | None, hi: Sequence[Any]) -> tuple[str, list[Any]]:
+        where, params = self.where(self.range_parts(key, lo, hi))
+        return f"DELETE FROM {self.name}{where}", params
+
+    def match_keys(self, key: Sequence[str], keys: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        if len(key) == 1:
+            return f"{self.q(key[0])} IN ({self.marks(len(keys))})", [k[0] for k in keys]
+        one = " AND ".join(f"{self.q(c)} = {self.mark}" for c in key)
+        params = [v for k in keys for v in k]
+        return " OR ".join(f"({one})" for _ in keys), params
+
+    def select_by_keys(
+        self, columns: Sequence[str], key: Sequence[str], keys: Sequence[Sequence[Any]]
+    ) -> tuple[str, list[Any]]:
+        cond, params = self.match_keys(key, keys)
+        return f"SELECT {self.cols(columns)} FROM {self.name} WHERE {cond}", params
+
+    def delete_by_keys(self, key: Sequence[str], keys: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        cond, params = self.match_keys(key, keys)
+        return f"DELETE FROM {self.name} WHERE {cond}", params
+
+    def insert(self, columns: Sequence[str]) -> str:
+        return f"INSERT INTO {self.name} ({self.cols(columns)}) VALUES ({self.marks(len(columns))})"
+
+    def copy_in(self, columns: Sequence[str], binary: bool) -> str:
+        fmt = "BINARY" if binary else "TEXT"
+        return f"COPY {self.name} ({self.cols(columns)}) FROM STDIN (FORMAT {fmt})"
+
+    def count(self) -> str:
+        return f"SELECT count(*) FROM {self.name}"
+
+
+# --- connections -------------------------------------------------------------------------------
+
+
+@dataclass
+class RawConn:
+    """A DBAPI connection checked out of an engine's pool, with its dialect."""
+
+    dialect: Dialect
+    dbapi: Any
+    proxy: Any
+
+    def cursor(self) -> Any:
+        return self.dbapi.cursor()
+
+    def commit(self) -> None:
+        self.dbapi.commit()
+
+    def rollback(self) -> None:
+        self.dbapi.rollback()
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self.dbapi.cursor()
+        try:
+            cur.execute(sql, tuple(params))
+            return [tuple(r) for r in cur.fetchall()]
+        finally:
+            cur.close()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cur = self.dbapi.cursor()
+        try:
+            cur.execute(sql, tuple(params))
+            return int(cur.rowcount)
+        finally:
+            cur.close()
+
+
+@contextmanager
+def raw_connection(engine: Engine) -> Iterator[RawConn]:
+    """A DBAPI connection with the session settings copies rely on.
+
+    MariaDB connections get a strict ``sql_mode`` and a UTC ``time_zone``; they are discarded
+    afterwards instead of going back to the pool, so the settings never leak to other users.
+    """
+    dialect = dialect_of(engine)
+    proxy = engine.raw_connection()
+    conn = RawConn(dialect, proxy.driver_connection, proxy)
+    discard = dialect == "mysql"
+    try:
+        if dialect == "mysql":
+            conn.execute("SET SESSION sql_mode = %s, time_zone = '+00:00'", (MYSQL_SQL_MODE,))
+            conn.commit()
+        yield conn
+        try:
+            conn.rollback()
+        except Exception:  # a broken connection: discard it below
+            discard = True
+    except BaseException:
+        discard = True
+        raise
+    finally:
+        if discard:
+            proxy.invalidate()
+        else:
+            proxy.close()
+
+
+def _pg_text_json_loaders(cur: Any) -> None:
+    from psycopg.types.string import TextLoader
+
+    cur.adapters.register_loader("json", TextLoader)
+    cur.adapters.register_loader("jsonb", TextLoader)
+
+
+def stream_rows(
+    conn: RawConn, sql: str, params: Sequence[Any], chunk: int
+) -> Generator[list[tuple[Any, ...]], None, None]:
+    """Rows of a query in lists of at most ``chunk``, read with a server-side cursor where the
+    driver has one, so memory does not grow with the result."""
+    if conn.dialect == "postgresql":
+        cur = conn.dbapi.cursor(name=f"migrate_copy_{uuid.uuid4().hex[:12]}")
+        _pg_text_json_loaders(cur)
+        cur.itersize = chunk
+    elif conn.dialect == "mysql":
+        import pymysql.cursors
+
+        cur = conn.dbapi.cursor(pymysql.cursors.SSCursor)
+    else:
+        cur = conn.dbapi.cursor()
+    try:
+        cur.execute(sql, tuple(params))
+        while True:
+            rows = cur.fetchmany(chunk)
+            if not rows:
+                break
+            yield rows if isinstance(rows, list) else list(rows)
+    finally:
+        cur.close()
+    conn.commit()  # end the read transaction: nothing holds a snapshot between batches
+
+
+# --- writers -----------------------------------------------------------------------------------
+
+
+class RowWriteError(Exception):
+    """A batch could not be written; ``row_index`` (0-based, within the batch) and ``column``
+    say where, when the database told us."""
+
+    def __init__(self, cause: BaseException, row_index: int | None, column: str | None):
+        super().__init__(str(cause))
+        self.cause = cause
+        self.row_index = row_index
+        self.column = column
+
+
+_PG_CONTEXT = re.compile(r"line (\d+)(?:, column ([^:]+))?")
+
+
+class PgCopyWriter:
+    """Writes rows into PostgreSQL with ``COPY ... FROM STDIN`` through psycopg 3."""
+
+    method = "psycopg-copy"
+
+    def __init__(self, conn: RawConn, sql: TableSql, columns: Sequence[str], oids: Sequence[int]):
+        import psycopg
+        from psycopg import pq
+        from psycopg.adapt import Dumper
+
+        self.conn = conn
+        adapters = conn.dbapi.adapters
+        self.binary = True
+        for oid in oids:
+            try:
+                adapters.get_dumper_by_oid(oid, pq.Format.BINARY)
+            except (psycopg.ProgrammingError, ValueError, KeyError):
+                self.binary = False
+        text_oid = adapters.types["text"].oid
+        self.types: list[int] = []
+        self.stringify: list[int] = []
+        for i, oid in enumerate(oids):
+            ok = True
+            if not self.binary:
+                try:
+                    adapters.get_dumper_by_oid(oid, pq.Format.TEXT)
+                except (psycopg.ProgrammingError, ValueError, KeyError):
+                    ok = False
+            self.types.append(oid if ok else text_oid)
+            if not ok:
+                self.stringify.append(i)
+        self.statement = sql.copy_in(columns, self.binary)
+        json_oid = adapters.types["json"].oid
+        jsonb_oid = adapters.types["jsonb"].oid
+
+        def _enc(obj: Any) -> bytes:
+            return obj.encode("utf-8") if isinstance(obj, str) else bytes(obj)
+
+        class JsonText(Dumper):
+            oid = json_oid
+            format = pq.Format.BINARY if self.binary else pq.Format.TEXT
+
+            def dump(self, obj: Any) -> bytes:
+                return _enc(obj)
+
+        class JsonbText(Dumper):
+            oid = jsonb_oid
+            format = pq.Format.BINARY if self.binary else pq.Format.TEXT
+
+            def dump(self, obj: Any) -> bytes:
+                return (b"\x01" + _enc(obj)) if self.format == pq.Format.BINARY else _enc(obj)
+
+        self._dumpers = (JsonText, JsonbText)
+
+    def write_batch(self, chunks: Iterable[list[Any]]) -> int:
+        import psycopg
+
+        cur = self.conn.dbapi.cursor()
+        for dumper in self._dumpers:
+            cur.adapters.register_dumper(None, dumper)
+        stringify = self.stringify
+        n = 0
+        try:
+            with cur.copy(self.statement) as cp:
+                cp.set_types(self.types)
+                write_row = cp.write_row
+                for rows in chunks:
+                    if stringify:
+                        rows = [_stringify(r, stringify) for r in rows]
+                    for row in rows:
+                        write_row(row)
+                    n += len(rows)
+        except psycopg.Error as exc:
+            diag = getattr(exc, "diag", None)
+            context = (diag.context if diag is not None else None) or ""
+            match = _PG_CONTEXT.search(context)
+            column = diag.column_name if diag is not None else None
+            index = None
+            if match:
+                index = int(match.group(1)) - 1
+                column = column or (match.group(2) or "").strip() or None
+            raise RowWriteError(exc, index, column) from exc
+        finally:
+            cur.close()
+        return n
+
+
+def _stringify(row: tuple[Any, ...], positions: Sequence[int]) -> tuple[Any, ...]:
+    out = list(row)
+    for i in positions:
+        if out[i] is not None:
+            out[i] = str(out[i])
+    return tuple(out)
+
+
+class ExecManyWriter:
+    """Writes rows with ``executemany``; pymysql turns it into multi-row INSERT statements."""
+
+    method = "executemany"
+
+    def __init__(self, conn: RawConn, sql: TableSql, columns: Sequence[str]):
+        self.conn = conn
+        self.statement = sql.insert(columns)
+        self.max_stmt = 0
+        if conn.dialect == "mysql":
+            rows = conn.fetch("SELECT @@max_allowed_packet")
+            packet = int(rows[0][0]) if rows else 4 * 1024 * 1024
+            self.max_stmt = max(256 * 1024, min(packet - 64 * 1024, 8 * 1024 * 1024))
+
+    def write_batch(self, chunks: Iterable[list[Any]]) -> int:
+        cur = self.conn.dbapi.cursor()
+        if self.max_stmt:
+            cur.max_stmt_length = self.max_stmt
+        n = 0
+        try:
+            for rows in chunks:
+                try:
+                    cur.executemany(self.statement, rows)
+                except Exception as exc:
+                    if not _is_db_error(exc):
+                        raise
+                    index, column = self._locate(rows, exc)
+                    raise RowWriteError(exc, None if index is None else n + index, column) from exc
+                n += len(rows)
+        finally:
+            cur.close()
+        return n
+
+    def _locate(self, rows: list[Any], exc: BaseException) -> tuple[int | None, str | None]:
+        """Replay a failed chunk row by row (then roll back) to find the first bad row."""
+        self.conn.rollback()
+        cur = self.conn.dbapi.cursor()
+        try:
+            for i, row in enumerate(rows):
+                try:
+                    cur.execute(self.statement, row)
+                except Exception as row_exc:
+                    if not _is_db_error(row_exc):
+                        raise
+                    return i, mysql_error_column(str(row_exc))
+        finally:
+            cur.close()
+            self.conn.rollback()
+        return None, mysql_error_column(str(exc))
+
+
+_MYSQL_COLUMN = re.compile(r"column [`'\"]?(?:[^`'\" ]+[`'\"]?\.[`'\"]?)*([^`'\" ]+)[`'\"]?")
+
+
+def mysql_error_column(message: str) -> str | None:
+    match = _MYSQL_COLUMN.search(message)
+    return match.group(1) if match else None
+
+
+def _is_db_error(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return module.startswith(("pymysql", "sqlite3", "psycopg")) or type(exc).__name__ in (
+        "IntegrityError",
+        "OperationalError",
+        "DataError",
+        "ProgrammingError",
+        "InternalError",
+        "DatabaseError",
+    )
+
+
+def pg_binary_passthrough(
+    src: RawConn,
+    tgt: RawConn,
+    select_sql: str,
+    params: Sequence[Any],
+    copy_in_sql: str,
+) -> int:
+    """PostgreSQL to PostgreSQL: stream ``COPY (SELECT ...) TO STDOUT (FORMAT BINARY)`` straight
+    into ``COPY ... FROM STDIN (FORMAT BINARY)``; the rows never become Python objects."""
+    import psycopg
+
+    scur = src.dbapi.cursor()
+    tcur = tgt.dbapi.cursor()
+    try:
+        with (
+            scur.copy(f"COPY ({select_sql}) TO STDOUT (FORMAT BINARY)", tuple(params)) as out,
+            tcur.copy(copy_in_sql) as inp,
+        ):
+            for data in out:
+                inp.write(data)
+        rows = int(tcur.rowcount)
+    except psycopg.Error as exc:
+        diag = getattr(exc, "diag", None)
+        context = (diag.context if diag is not None else None) or ""
+        match = _PG_CONTEXT.search(context)
+        column = diag.column_name if diag is not None else None
+        index = None
+        if match:
+            index = int(match.group(1)) - 1
+            column = column or (match.group(2) or "").strip() or None
+        raise RowWriteError(exc, index, column) from exc
+    finally:
+        scur.close()
+        tcur.close()
+    src.commit()
+    return rows
+
+
+def pg_copy_text(
+    src: RawConn,
+    tgt: RawConn,
+    select_sql: str,
+    params: Sequence[Any],
+    copy_in_sql: str,
+    chunk: int,
+    utc_session: bool,
+    on_rows: Callable[[int], None],
+) -> int:
+    """Any source to PostgreSQL when the source renders each row as a COPY text line: the lines
+    are streamed into ``COPY ... FROM STDIN (FORMAT TEXT)`` without becoming Python values."""
+    import psycopg
+
+    tcur = tgt.dbapi.cursor()
+    n = 0
+    lines = stream_rows(src, select_sql, params, chunk)
+    try:
+        if utc_session:  # a naive timestamp written to timestamptz is taken as UTC
+            tcur.execute("SELECT set_config('TimeZone', 'UTC', true)")
+        with tcur.copy(copy_in_sql) as cp:
+            for rows in lines:
+                first = rows[0][0]
+                if isinstance(first, str):
+                    cp.write("\n".join([r[0] for r in rows]) + "\n")
+                else:
+                    cp.write(b"\n".join([bytes(r[0]) for r in rows]) + b"\n")
+                n += len(rows)
+                on_rows(len(rows))
+    except psycopg.Error as exc:
+        diag = getattr(exc, "diag", None)
+        context = (diag.context if diag is not None else None) or ""
+        match = _PG_CONTEXT.search(context)
+        raise RowWriteError(exc, int(match.group(1)) - 1 if match else None, None) from exc
+    finally:
+        lines.close()
+        tcur.close()
+    return n
