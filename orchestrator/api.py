@@ -227,6 +227,10 @@ class PlanResult:
 
     def to_json(self) -> dict[str, Any]:
         data = plan_to_json(self.plan)
+        estimates = dict(self.estimates)
+        for step in data["steps"]:
+            if step["kind"] == "copy":
+                step["estimated_rows"] = estimates.get(step["id"])
         if self.sql:
             by_id = {s.step_id: s for s in self.sql}
             for step in data["steps"]:
@@ -250,7 +254,35 @@ def make_plan(
     plan = plan_upgrade(project.graph, state, name, targets, created=now_iso())
     rendered = render_sql(project, plan) if sql else ()
     out_path = write_plan(project, plan, out) if out is not None else None
-    return PlanResult(plan, rendered, out_path)
+    return PlanResult(plan, rendered, out_path, estimate_copies(project, plan))
+
+
+def estimate_copies(project: Project, plan: Plan) -> tuple[tuple[str, int | None], ...]:
+    """Roughly how many rows each copy step of the plan will move (None: not known yet,
+    e.g. the source table is created by an earlier step). Creates nothing."""
+    from orchestrator.core.model import CopyStep
+
+    copies = [s for s in plan.steps if isinstance(s, CopyStep)]
+    if not copies:
+        return ()
+    from orchestrator.runtime.copy import estimate_rows
+    from orchestrator.runtime.engines import create_engine, sqlite_path
+
+    out: list[tuple[str, int | None]] = []
+    for step in copies:
+        url = project.url(plan.env, step.source)
+        path = sqlite_path(url)
+        if path is not None and not Path(path).exists():
+            out.append((step.id, None))
+            continue
+        engine = create_engine(url, create_sqlite_dir=False)
+        try:
+            out.append((step.id, estimate_rows(project.graph.copies[step.id], engine)))
+        except Exception:  # an estimate is a courtesy: never fail a plan over it
+            out.append((step.id, None))
+        finally:
+            engine.dispose()
+    return tuple(out)
 
 
 def render_sql(project: Project, plan: Plan) -> tuple[StepSQL, ...]:
@@ -304,6 +336,8 @@ class NewRevisionResult:
 
 
 def new_revision(project: Project, service: str, message: str, requires: Sequence[str] = ()) -> NewRevisionResult:
+    import argparse
+
     from alembic import command
     from alembic.config import Config
 
@@ -326,7 +360,8 @@ def new_revision(project: Project, service: str, message: str, requires: Sequenc
             f"merge them first: alembic merge -m 'merge heads' {' '.join(svc.heads)}",
         )
     location = Path(svc.spec.script_location)
-    cfg = Config()
+    # quiet: Alembic's own "Generating ... done" would land on stdout (and break --json)
+    cfg = Config(cmd_opts=argparse.Namespace(quiet=True))
     cfg.set_main_option("script_location", str(location))
     template = location / "script.py.mako"
     borrowed = not template.is_file()

@@ -1,0 +1,90 @@
+"""The repository's own example workspace, end to end: the addresses move from users to
+shipping, applied and rolled back, on SQLite (dev) and on PostgreSQL + MariaDB (ci)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from orchestrator import api, executor
+from tests.conftest import MakeDatabase
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = "users@28b14b901000"
+COLUMNS = "id, user_id, street, city, postcode, country, created_at"
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    dest = tmp_path / "ws"
+    dest.mkdir()
+    shutil.copy(ROOT / "migrate.toml", dest / "migrate.toml")
+    shutil.copytree(ROOT / "services", dest / "services", ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def _rows(url: str, table: str) -> list[tuple[object, ...]] | None:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(table):
+                return None
+            result = conn.execute(sa.text(f"SELECT {COLUMNS} FROM {table} ORDER BY id"))
+            return [tuple(_text(v) for v in row) for row in result]
+    finally:
+        engine.dispose()
+
+
+def _text(value: object) -> str:
+    """Values as text, timestamps in UTC without an offset: a PostgreSQL timestamptz and a
+    MariaDB DATETIME holding the same instant compare equal."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return str(value)
+
+
+def _move_and_restore(project: api.Project, env: str) -> None:
+    users, shipping = project.url(env, "users"), project.url(env, "shipping")
+    seeded = executor.apply(project, env, targets=[SEED])
+    assert seeded.exit_code == 0, seeded.message
+    original = _rows(users, "addresses")
+    assert original is not None and len(original) == 8
+
+    plan = api.make_plan(project, env)
+    assert "copy:addresses-to-shipping" in [s.id for s in plan.plan.steps]
+    assert dict(plan.estimates)["copy:addresses-to-shipping"] == 8
+
+    moved = executor.apply(project, env)
+    assert moved.exit_code == 0, moved.message
+    assert _rows(users, "addresses") is None  # dropped by users@f43128fb8d05
+    assert _rows(shipping, "addresses") == original
+    copy_step = next(s for s in executor.history(project, env)[0]["steps"] if s["kind"] == "copy")
+    assert copy_step["status"] == "applied" and copy_step["rows"] == 8 and copy_step["rows_per_second"] > 0
+
+    back = executor.rollback(project, env)
+    assert back.exit_code == 0, back.message
+    assert _rows(users, "addresses") == original  # every row back in the source
+    assert _rows(shipping, "addresses") is None
+    assert api.observe(project, env).as_dict()["users"] == ("28b14b901000",)
+
+    again = executor.apply(project, env)  # and the release can be applied again
+    assert again.exit_code == 0, again.message
+    assert _rows(shipping, "addresses") == original
+
+
+def test_dev_on_sqlite(workspace: Path):
+    _move_and_restore(api.open_project(str(workspace / "migrate.toml")), "dev")
+
+
+def test_ci_on_postgresql_and_mariadb(workspace: Path, make_database: MakeDatabase):
+    environ = {
+        "CI_USERS_DATABASE_URL": make_database("postgresql"),
+        "CI_ORDERS_DATABASE_URL": make_database("postgresql"),
+        "CI_BILLING_DATABASE_URL": make_database("mysql").replace("mysql+pymysql", "mariadb+pymysql"),
+        "CI_SHIPPING_DATABASE_URL": make_database("mysql").replace("mysql+pymysql", "mariadb+pymysql"),
+    }
+    _move_and_restore(api.open_project(str(workspace / "migrate.toml"), environ=environ), "ci")
