@@ -395,8 +395,11 @@ class _Session:
         self.db_locks.acquire(self.wait)
 
     def __exit__(self, *exc: object) -> None:
+        from orchestrator.runtime.engines import dispose_shared
+
         if self.db_locks is not None:
             self.db_locks.release()
+        dispose_shared()
         if self.heartbeat is not None:
             self.heartbeat.__exit__()
         if self.journal is not None:
@@ -419,6 +422,10 @@ def _step_row(seq: int, step: Step) -> dict[str, Any]:
     if isinstance(step, UpgradeStep | DowngradeStep):
         row.update(service=step.service, revision=step.revision, checksum=step.checksum or None)
     return row
+
+
+def _service_of(node: str) -> str:
+    return node if node.startswith("copy:") else node.partition("@")[0]
 
 
 def _resource(step: Step, project: Project, env: str) -> tuple[str, ...]:
@@ -456,6 +463,7 @@ class _Runner:
         self.completed: list[tuple[float, int, str]] = []  # (completed_at, seq, node)
         # Services whose database had never been migrated: a full compensation leaves them so.
         self.untouched: list[str] = []
+        self._needed_elsewhere: set[str] = set()
         self.ctx = UnitContext(
             run_id=self.run_id,
             env=self.env,
@@ -593,6 +601,10 @@ class _Runner:
             deps = graph.successors(s.id) if downward else graph.predecessors(s.id)
             prereq[s.id] = {d for d in deps if d in in_plan}
         resources = {s.id: _resource(s, self.project, self.env) for s in self.steps}
+        # Steps that a step of another service (or a copy) waits for end a batch.
+        self._needed_elsewhere = {
+            dep for s in self.steps for dep in prereq[s.id] if _service_of(dep) != _service_of(s.id)
+        }
         remaining = list(self.steps)
         done: set[str] = set()
         busy: set[str] = set()
@@ -670,6 +682,8 @@ class _Runner:
                 for nxt in remaining:
                     if nxt.id in taken:
                         continue
+                    if batch[-1].id in self._needed_elsewhere:
+                        break  # let the other service's step start as soon as this one is done
                     if (
                         isinstance(nxt, UpgradeStep | DowngradeStep)
                         and nxt.service == step.service

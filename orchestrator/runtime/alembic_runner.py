@@ -66,6 +66,30 @@ def _hooked_step(revision_map: Any, revision: Any, is_upgrade: bool, on_start: C
     return step
 
 
+_scripts: dict[tuple[str, tuple[tuple[str, int, int], ...]], ScriptDirectory] = {}
+
+
+def script_directory(cfg: Config, location: str) -> ScriptDirectory:
+    """Alembic's ScriptDirectory for a location, kept for the life of the process while
+    none of its revision files changed (loading one imports every revision file)."""
+    import os
+
+    versions = os.path.join(location, "versions")
+    try:
+        stamp = tuple(
+            sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in os.scandir(versions) if e.is_file())
+        )
+    except OSError:
+        stamp = ()
+    key = (location, stamp)
+    script = _scripts.get(key)
+    if script is None:
+        if len(_scripts) > 64:
+            _scripts.clear()
+        script = _scripts[key] = ScriptDirectory.from_config(cfg)
+    return script
+
+
 def make_config(spec: ServiceSpec, url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", spec.script_location)
@@ -119,7 +143,7 @@ def run_revisions(
     """Apply (or undo) exactly ``revisions``, in order, on ``connection``."""
     cfg = make_config(spec, url)
     cfg.attributes["connection"] = connection
-    script = ScriptDirectory.from_config(cfg)
+    script = script_directory(cfg, spec.script_location)
     pending = list(revisions)
     state = {"started": None}
 
@@ -184,7 +208,7 @@ def render_offline(
     buf = io.StringIO()
     cfg = make_config(spec, url)
     cfg.output_buffer = buf
-    script = ScriptDirectory.from_config(cfg)
+    script = script_directory(cfg, spec.script_location)
     start: Any = (tuple(down) or None) if upgrade else (revision,)
 
     def fn(heads: Any, _context: Any) -> list[RevisionStep]:

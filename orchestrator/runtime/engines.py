@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +78,31 @@ def unreachable(service: str, url: str, exc: BaseException) -> DatabaseUnreachab
         f"cannot reach the database of '{service}' at {redact_url(url)}: {detail}",
         "check that the server runs and the URL (and its ${VARS}) are right",
     )
+
+
+_shared: dict[str, sa.Engine] = {}
+
+
+@contextmanager
+def engine_for(url: str) -> Iterator[sa.Engine]:
+    """An engine for ``url``. Server databases share one pooled engine per URL for the life
+    of a run (state reads, locks and steps reuse its connections, and the dialect is set up
+    once); SQLite gets a fresh engine, disposed after use."""
+    if dialect_of(url) == "sqlite":
+        engine = create_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+        return
+    shared = _shared.get(url)
+    if shared is None:
+        shared = _shared[url] = create_engine(url)
+    yield shared
+
+
+def dispose_shared() -> None:
+    """Close every pooled connection of the shared engines (at the end of a run)."""
+    for engine in _shared.values():
+        engine.dispose()
+    _shared.clear()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from orchestrator.core.manifest import service_url
 from orchestrator.core.model import Manifest
@@ -33,7 +34,7 @@ def read_state(url: str, version_table: str = "alembic_version", service: str = 
     import sqlalchemy as sa
 
     from orchestrator.errors import DatabaseUnreachableError
-    from orchestrator.runtime.engines import create_engine, sqlite_path, unreachable
+    from orchestrator.runtime.engines import create_engine, engine_for, sqlite_path, unreachable
 
     try:
         path = sqlite_path(url)
@@ -52,19 +53,28 @@ def read_state(url: str, version_table: str = "alembic_version", service: str = 
             engine = create_engine(url, create_sqlite_dir=False)
         else:
             engine = sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", poolclass=sa.pool.NullPool)
-    else:
-        engine = create_engine(url)
+        try:
+            return _read(engine, version_table)
+        except sa.exc.DBAPIError as exc:  # "file is not a database"...
+            raise unreachable(service, url, exc) from exc
+        finally:
+            engine.dispose()
     try:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table(version_table):
-                return (), False
-            table = sa.table(version_table, sa.column("version_num"))
-            rows = conn.execute(sa.select(table.c.version_num)).scalars().all()
-            return tuple(sorted(str(r) for r in rows)), True
-    except sa.exc.DBAPIError as exc:  # refused, bad credentials, "file is not a database"...
+        with engine_for(url) as engine:
+            return _read(engine, version_table)
+    except sa.exc.DBAPIError as exc:  # refused, bad credentials...
         raise unreachable(service, url, exc) from exc
-    finally:
-        engine.dispose()
+
+
+def _read(engine: Any, version_table: str) -> tuple[tuple[str, ...], bool]:
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table(version_table):
+            return (), False
+        table = sa.table(version_table, sa.column("version_num"))
+        rows = conn.execute(sa.select(table.c.version_num)).scalars().all()
+        return tuple(sorted(str(r) for r in rows)), True
 
 
 def read_env_heads(

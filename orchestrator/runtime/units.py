@@ -16,7 +16,7 @@ from orchestrator.core.model import CopySpec, ServiceSpec
 from orchestrator.core.redact import redact_text
 from orchestrator.events import CopyProgress, Event, StepFailed, StepFinished, StepStarted
 from orchestrator.runtime.alembic_runner import StatementLog, run_revisions
-from orchestrator.runtime.engines import create_engine, dialect_of
+from orchestrator.runtime.engines import create_engine, dialect_of, engine_for
 from orchestrator.runtime.journal import Journal, now_iso
 
 Emit = Callable[[Event], None]
@@ -107,9 +107,8 @@ def _run_revisions(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -
             result.done.append((item.seq, item.node, time.time()))
 
     log = StatementLog([]) if dialect_of(url) in ("mysql", "mariadb") else None
-    engine = create_engine(url)
     try:
-        with engine.connect() as conn:
+        with engine_for(url) as engine, engine.connect() as conn:
             run_revisions(spec, url, conn, [i.revision for i in unit.items], upgrade, hook, log)
         flush()
     except Exception as exc:
@@ -128,8 +127,6 @@ def _run_revisions(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -
         )
         result.failed = (failing.seq, failing.node, error, statements)
         emit(StepFailed(ctx.run_id, failing.node, unit.kind, error, statements))
-    finally:
-        engine.dispose()
     return result
 
 
