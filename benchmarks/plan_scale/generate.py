@@ -1,6 +1,6 @@
 """Generate a large workspace: N services x M revisions with random cross-service requires.
 
-    python -m benchmarks.plan_scale.generate DIR [--services 50] [--revisions 200] [--seed 0]
+python -m benchmarks.plan_scale.generate DIR [--services 50] [--revisions 200] [--seed 0]
 """
 
 from __future__ import annotations

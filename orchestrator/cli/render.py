@@ -27,7 +27,7 @@ def services_table(rows: list[ServiceInfo]) -> Table:
             r.name,
             ", ".join(r.heads) or "(empty)",
             str(r.revisions),
-            r.script_location,
+            Text(r.script_location),
             "built-in" if r.builtin_env else "env.py",
         )
     return table
@@ -133,7 +133,7 @@ def status_table(result: StatusResult) -> Table:
     for s in result.services:
         current = ", ".join(s.current) if s.current else "(nothing applied)"
         style = "green" if s.pending == 0 else "yellow"
-        table.add_row(s.service, s.database, current, ", ".join(s.heads), Text(str(s.pending), style=style))
+        table.add_row(s.service, Text(s.database), current, ", ".join(s.heads), Text(str(s.pending), style=style))
     return table
 
 
@@ -182,7 +182,8 @@ def plan_table(result: PlanResult, title: str | None = None) -> Table:
         kind, what, requires = step_detail(step)
         if step.id in estimates and estimates[step.id] is not None:
             what += f" (~{estimates[step.id]:,} rows)"
-        table.add_row(str(i), short(step.id), kind, what, requires)
+        # Text, not markup: a message like "add [email] column" must print as written
+        table.add_row(str(i), Text(short(step.id)), kind, Text(what), Text(requires))
     return table
 
 

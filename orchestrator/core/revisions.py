@@ -3,10 +3,12 @@
 Loading a script directory means importing every revision file, which dominates the cost of
 planning a large fleet. Parsed metadata is cached under ``.migrate/cache/``, one file per
 service, validated the way git validates its index: an entry is trusted while the file's
-path, size, mtime_ns and inode are unchanged; when any of them changed, the content hash
-decides; a file whose content changed is never served from the cache (the whole service is
-re-read through Alembic). An entry written within two seconds of the file's mtime is "racy"
-and is always re-hashed on the next read, so an edit in the same clock tick is still seen.
+path, size, mtime_ns, inode and ctime_ns are unchanged (ctime, which no program can set back,
+catches an edit that kept the size and restored the mtime with ``os.utime``); when any of them
+changed, the content hash decides; a file whose content changed is never served from the cache
+(the whole service is re-read through Alembic). An entry written within two seconds of the
+file's mtime or ctime is "racy" and is always re-hashed on the next read, so an edit in the
+same clock tick is still seen.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from orchestrator.core.model import Revision, Service, ServiceSpec
 from orchestrator.errors import GraphError
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 _RACY_NS = 2_000_000_000
 
 
@@ -45,13 +47,13 @@ def _as_tuple(value: object) -> tuple[str, ...]:
 
 @dataclass
 class _Entry:
-    stat: tuple[int, int, int]  # size, mtime_ns, inode
+    stat: tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
     racy: bool
     meta: dict[str, Any]
 
 
-def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def _version_files(versions: Path) -> list[str]:
@@ -102,7 +104,7 @@ class RevisionCache:
             return
         now = time.time_ns()
         files = {
-            p: {"stat": list(e.stat), "racy": e.racy or now - e.stat[1] < _RACY_NS, "meta": e.meta}
+            p: {"stat": list(e.stat), "racy": e.racy or now - max(e.stat[1], e.stat[3]) < _RACY_NS, "meta": e.meta}
             for p, e in entries.items()
         }
         payload = {"version": CACHE_VERSION, "location": spec.script_location, "files": files}
