@@ -416,3 +416,145 @@ __all__ = [
     "open_project",
     "status",
 ]
+
+
+# -- check --------------------------------------------------------------------------------
+from collections.abc import Callable  # noqa: E402
+
+from orchestrator.core.checks import CheckResult, RuleOutcome  # noqa: E402
+
+
+def check(
+    config: str | None = None,
+    cwd: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    env: str | None = None,
+    roundtrip: bool = False,
+    scratch_url: str | None = None,
+    plan_file: str | None = None,
+    since: str | None = None,
+    use_cache: bool = True,
+    hook: Callable[[str, str], None] | None = None,
+) -> CheckResult:
+    """Run ``migrate check`` and return its ``CheckResult`` (see orchestrator.core.checks).
+
+    A workspace that does not load is a result with one finding and exit code 2. The
+    environment is read only when ``env`` is given; the round trip runs on temporary SQLite
+    databases, on throw-away databases of the server ``scratch_url``, or (``env`` without
+    ``scratch_url``) on that environment's databases, which it treats as scratch.
+    """
+    from orchestrator.core import checks
+    from orchestrator.core.checks.since import changed_files
+    from orchestrator.core.manifest import load_manifest
+    from orchestrator.core.revisions import RevisionCache, load_services
+    from orchestrator.core.workspace import cache_folder
+
+    environ = dict(os.environ if environ is None else environ)
+    base = str(Path(cwd or os.getcwd()).resolve())
+    loaded: dict[str, Any] = {"since": since, "env": env, "plan_file": plan_file}
+    try:
+        manifest = load_manifest(config, cwd, environ)
+    except MigrateError as exc:
+        file = Path(getattr(exc, "file", None) or base)
+        root = str(file.parent) if file.is_file() else base
+        return checks.failed_load(exc, None, (), root, graph_stage=False, **loaded)
+    cache = RevisionCache(cache_folder(manifest) if use_cache else None)
+    try:
+        services = load_services(list(manifest.services), cache)
+    except MigrateError as exc:
+        return checks.failed_load(exc, manifest, (), manifest.root, graph_stage=False, **loaded)
+    try:
+        fleet = FleetGraph(manifest, services)
+    except MigrateError as exc:
+        return checks.failed_load(exc, manifest, services, manifest.root, graph_stage=True, **loaded)
+    project = Project(manifest, fleet, environ)
+    sources = checks.SourceIndex(fleet)
+    changed = changed_files(manifest.root, since) if since else None
+    name = project.env(env) if env is not None else None
+    applied: frozenset[str] | None = None
+    pending: list[str] | None = None
+    state = None
+    if name is not None:
+        state = observe(project, name)
+        applied = frozenset(fleet.applied_nodes(state.as_dict()))
+        pending = [s.id for s in plan_upgrade(fleet, state, name).steps]
+    plan_outcome, plan_steps = (None, None) if plan_file is None else _check_plan_file(project, plan_file, name, state)
+    extra: list[RuleOutcome] = []
+    where = None
+    if roundtrip:
+        from orchestrator.runtime.roundtrip import roundtrip as run_roundtrip
+        from orchestrator.runtime.scratch import describe, scratch_databases
+
+        if name is not None and scratch_url is None:
+            if manifest.env(name).protected:
+                raise MigrateError(
+                    f"--roundtrip on env '{name}' would treat its databases as scratch, and it is protected",
+                    "round-trip on scratch databases (drop --env, or add --scratch-url SERVER_URL)",
+                )
+            where = f"the databases of env '{name}'"
+            urls = {s: project.url(name, s) for s in fleet.services}
+            extra.append(
+                run_roundtrip(
+                    fleet, urls, pending or [], applied=applied or (), sources=sources, where=where, hook=hook
+                )
+            )
+        else:
+            where = describe(scratch_url)
+            with scratch_databases(list(fleet.services), scratch_url) as urls:
+                extra.append(run_roundtrip(fleet, urls, fleet.order(), sources=sources, where=where, hook=hook))
+    return checks.evaluate(
+        fleet,
+        sources=sources,
+        changed=changed,
+        since=since,
+        env=name,
+        applied=applied,
+        pending=pending,
+        plan_file=plan_file,
+        plan_outcome=plan_outcome,
+        plan_steps=plan_steps,
+        extra=extra,
+        roundtrip=where,
+    )
+
+
+def _check_plan_file(
+    project: Project, path: str, env: str | None, state: ObservedState | None
+) -> tuple[RuleOutcome, list[str] | None]:
+    """The plan-file rule: still valid against the files (and, given an environment and its
+    observed ``state``, against its databases)."""
+    from orchestrator.core.checks import finding
+    from orchestrator.core.checks.findings import relative
+    from orchestrator.errors import PlanConflictError
+    from orchestrator.executor import _check_state, _load_plan_file
+
+    file = Path(path)
+    if not file.is_file() and not file.is_absolute():
+        candidate = Path(project.manifest.plans_dir) / path
+        file = candidate if candidate.is_file() else file
+    file = file.absolute()
+    target = env
+    if target is None:
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+            target = str(data.get("env", "")) if isinstance(data, dict) else ""
+        except (OSError, ValueError):
+            target = ""
+    root = project.manifest.root
+    subject = relative(str(file), root) or str(file)
+    try:
+        plan = _load_plan_file(project, target, path)
+    except PlanConflictError as exc:
+        f = finding("MG501", None, exc.message, exc.hint, file=str(file), root=root)
+        return RuleOutcome("plan-file", (subject,), (f,)), None
+    if state is not None:
+        try:
+            _check_state(plan, state, str(file))
+        except PlanConflictError as exc:
+            f = finding("MG502", None, exc.message, exc.hint, file=str(file), root=root)
+            return RuleOutcome("plan-file", (subject,), (f,)), [s.id for s in plan.steps]
+    return RuleOutcome("plan-file", (subject,)), [s.id for s in plan.steps]
+
+
+__all__ += ["check"]

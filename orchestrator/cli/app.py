@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 
 from orchestrator import api
 from orchestrator.cli import render
@@ -40,11 +41,14 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output on stdout 
 
 def fail(exc: MigrateError, as_json: bool) -> typer.Exit:
     if as_json:
-        print_json(exc.to_dict())
+        data = exc.to_dict()
+        data.update({k: redact_text(str(data[k])) for k in ("error", "hint") if k in data})
+        print_json(data)
     else:
-        err.print(f"[bold red]error:[/] {redact_text(exc.message)}", markup=True, highlight=False)
+        # the message is text, not markup: "[envs]" or "[tool.migrate]" must print as written
+        err.print(f"[bold red]error:[/] {escape(redact_text(exc.message))}", markup=True, highlight=False)
         if exc.hint:
-            err.print(f"[dim]hint:[/] {redact_text(exc.hint)}", highlight=False)
+            err.print(f"[dim]hint:[/] {escape(redact_text(exc.hint))}", highlight=False)
     return typer.Exit(exc.exit_code)
 
 
@@ -320,3 +324,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+
+
+from orchestrator.cli import check_cmd as _check_cmd  # noqa: E402,F401  (registers `check`)
+
+if __name__ == "__main__":
+    main()

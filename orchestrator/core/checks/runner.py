@@ -1,0 +1,150 @@
+"""Run every rule over a loaded workspace and assemble the result. Pure: whatever needs a
+database or git (the environment's state, the changed files, the round trip) comes in as a
+value."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+
+from orchestrator.core.checks.findings import Finding
+from orchestrator.core.checks.load import load_failure
+from orchestrator.core.checks.result import CheckResult, sort_findings
+from orchestrator.core.checks.rules import (
+    RuleOutcome,
+    SourceIndex,
+    check_copies,
+    check_dependent_drops,
+    check_destructive,
+    check_downgrades,
+    check_env_requires,
+    check_heads,
+)
+from orchestrator.core.graph import FleetGraph
+from orchestrator.core.model import Manifest, Service
+from orchestrator.errors import MigrateError
+
+
+def evaluate(
+    graph: FleetGraph,
+    *,
+    sources: SourceIndex | None = None,
+    changed: Collection[str] | None = None,
+    since: str | None = None,
+    env: str | None = None,
+    applied: Collection[str] | None = None,
+    pending: Sequence[str] | None = None,
+    plan_file: str | None = None,
+    plan_outcome: RuleOutcome | None = None,
+    plan_steps: Sequence[str] | None = None,
+    extra: Sequence[RuleOutcome] = (),
+    roundtrip: str | None = None,
+) -> CheckResult:
+    """Every static rule, then the outcomes computed elsewhere (the plan file, the round trip).
+
+    ``changed`` (real paths) limits the revision-level rules to those files; ``applied`` and
+    ``pending`` (the plan order) describe ``env`` when one was given; ``plan_steps`` is the
+    order of a plan file's steps.
+    """
+    sources = sources or SourceIndex(graph)
+    if changed is None:
+        nodes = [r.node for s in graph.services.values() for r in s.revisions]
+    else:
+        nodes = [r.node for s in graph.services.values() for r in s.revisions if r.path in changed]
+    outcomes: list[RuleOutcome] = [
+        RuleOutcome("graph", ("graph",)),
+        check_heads(graph, sources),
+        check_downgrades(graph, sources, nodes),
+        check_destructive(graph, sources, nodes),
+    ]
+    applied_set = frozenset(applied or ())
+    if graph.copies:
+        order: list[str] = graph.order() if pending is None else [*graph.order(applied_set), *pending]
+    else:
+        order = []
+    copies = check_copies(graph, sources, order)
+    drops = check_dependent_drops(graph, sources)
+    outcomes.append(
+        RuleOutcome(
+            "cross-service",
+            tuple(dict.fromkeys([*copies.subjects, *drops.subjects])),
+            copies.findings + drops.findings,
+        )
+    )
+    if env is not None:
+        outcomes.append(check_env_requires(graph, sources, env, applied_set, pending or (), "the plan"))
+    if plan_outcome is not None:
+        outcomes.append(plan_outcome)
+        if env is not None and plan_steps is not None:
+            file_check = check_env_requires(graph, sources, env, applied_set, plan_steps, "the plan file")
+            seen = set(outcomes[-2].findings) if outcomes[-2].group == "env-requires" else set()
+            extra_findings = tuple(f for f in file_check.findings if f not in seen)
+            if extra_findings:
+                outcomes.append(RuleOutcome("env-requires", (), extra_findings))
+    outcomes.extend(extra)
+    findings: list[Finding] = [f for o in outcomes for f in o.findings]
+    return CheckResult(
+        findings=sort_findings(findings, _ranker(graph)),
+        outcomes=_merge(outcomes),
+        root=graph.manifest.root,
+        services=len(graph.services),
+        revisions=len(graph.revisions),
+        revisions_checked=len(nodes),
+        copies=len(graph.copies),
+        env=env,
+        since=since,
+        plan_file=plan_file,
+        roundtrip=roundtrip,
+    )
+
+
+def _merge(outcomes: Sequence[RuleOutcome]) -> tuple[RuleOutcome, ...]:
+    merged: dict[str, RuleOutcome] = {}
+    for o in outcomes:
+        prev = merged.get(o.group)
+        if prev is None:
+            merged[o.group] = o
+        else:
+            merged[o.group] = RuleOutcome(
+                o.group,
+                tuple(dict.fromkeys([*prev.subjects, *o.subjects])),
+                prev.findings + o.findings,
+                prev.skipped + o.skipped,
+                prev.notes + o.notes,
+            )
+    return tuple(merged.values())
+
+
+def _ranker(graph: FleetGraph) -> Callable[[str], tuple[str, int, str]]:
+    def rank(node: str) -> tuple[str, int, str]:
+        try:
+            return graph.sort_key(node)
+        except KeyError:
+            return ("", 0, node)
+
+    return rank
+
+
+def failed_load(
+    exc: MigrateError,
+    manifest: Manifest | None,
+    services: Sequence[Service],
+    root: str,
+    *,
+    graph_stage: bool,
+    since: str | None = None,
+    env: str | None = None,
+    plan_file: str | None = None,
+) -> CheckResult:
+    """The result when the workspace does not load: one finding, and exit code 2."""
+    f = load_failure(exc, manifest, services, root, graph_stage=graph_stage)
+    return CheckResult(
+        findings=(f,),
+        outcomes=(RuleOutcome("graph", ("graph",), (f,)),),
+        root=root,
+        load_failed=True,
+        services=len(services) if services else (len(manifest.services) if manifest else 0),
+        revisions=sum(len(s.revisions) for s in services),
+        env=env,
+        since=since,
+        plan_file=plan_file,
+    )

@@ -1,0 +1,468 @@
+"""What a revision file does, read from its source without importing it (text and AST).
+
+Each file is read once. Cheap facts come from its text: the module attributes the checks
+care about (``destructive``, ``irreversible``, with or without an annotation), the lines of
+``revision``/``down_revision``/``requires`` and of the two functions, and the
+``# migrate: allow MGxxx`` comments. The operations of ``upgrade()`` need the AST, and a file
+is parsed only when its text outside ``downgrade()`` names an operation that matters; the
+``downgrade()`` function alone is parsed to tell a real body from an empty one.
+
+Operations are the ``op.*`` calls of ``upgrade()`` (and of module-level helpers it calls),
+the ``batch_op.*`` calls inside ``with op.batch_alter_table(...) as batch_op:``, and the
+DDL in string literals passed to ``op.execute``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+OpKind = Literal["create_table", "drop_table", "rename_table", "add_column", "drop_column", "alter_column"]
+
+_ATTR = re.compile(r"^(destructive|irreversible)\s*(?::[^=\n]*)?=\s*(True|1)\s*(?:#.*)?$", re.M)
+_ALLOW = re.compile(r"#\s*migrate:\s*allow\b([^#\n]*)", re.I)
+_CODE = re.compile(r"\bMG\d{3}\b", re.I)
+_DEF = re.compile(r"^(?:async\s+)?def\s+(\w+)\s*\(", re.M)
+_TOP_LEVEL = re.compile(r"^[^\s#)\]}]", re.M)
+_KEYWORDS = re.compile(r"\b(?:drop_table|drop_column|alter_column|rename_table|add_column|execute)\b")
+_LINE_ATTR = re.compile(r"^(revision|down_revision|requires)\b\s*(?::[^=\n]*)?=", re.M)
+
+_IDENT = r"[`\"\[]?([\w.$]+)[`\"\]]?"
+_SQL_DROP_TABLE = re.compile(r"\bDROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?" + _IDENT, re.I)
+_SQL_ALTER = re.compile(r"\bALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?" + _IDENT + r"\s+(.*)", re.I | re.S)
+_SQL_DROP_COLUMN = re.compile(r"^DROP\s+(?:COLUMN\s+)?(?:IF\s+EXISTS\s+)?" + _IDENT, re.I)
+_SQL_NOT_COLUMN = {"constraint", "index", "primary", "foreign", "check", "key", "default", "partition"}
+_SQL_RENAME_TABLE = re.compile(r"^RENAME\s+TO\s+" + _IDENT, re.I)
+_SQL_RENAME_COLUMN = re.compile(r"^RENAME\s+(?:COLUMN\s+)?" + _IDENT + r"\s+TO\s+" + _IDENT, re.I)
+_SQL_ALTER_COLUMN = re.compile(r"^(?:ALTER|MODIFY|CHANGE)\s+(?:COLUMN\s+)?" + _IDENT + r"\s+(.*)", re.I | re.S)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One schema operation of ``upgrade()``, with the lines its call spans."""
+
+    kind: OpKind
+    table: str  # "?" when the name is not a literal
+    line: int
+    end_line: int
+    column: str | None = None
+    new_name: str | None = None  # rename_table / alter_column(new_column_name=...)
+    columns: tuple[str, ...] = ()  # create_table
+    type_change: bool = False  # alter_column(type_=...)
+    not_null: bool = False  # alter_column(nullable=False) on a nullable column, add_column NOT NULL w/o default
+    text: str = ""  # short rendering, for messages
+
+    @property
+    def lines(self) -> range:
+        return range(self.line, self.end_line + 1)
+
+
+class RevisionSource:
+    """The facts one revision file holds. Reads the file once; parses it at most once."""
+
+    def __init__(self, path: str, text: str | None = None):
+        self.path = path
+        if text is None:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    text = fh.read()
+            except (OSError, UnicodeDecodeError):
+                text = ""
+        self.text = text
+
+    # -- text facts -----------------------------------------------------------------------
+    @cached_property
+    def attributes(self) -> frozenset[str]:
+        """Which of ``destructive``/``irreversible`` the module sets to True."""
+        return frozenset(m.group(1) for m in _ATTR.finditer(self.text))
+
+    @property
+    def destructive(self) -> bool:
+        return "destructive" in self.attributes
+
+    @property
+    def irreversible(self) -> bool:
+        return "irreversible" in self.attributes
+
+    def line_of(self, offset: int) -> int:
+        return self.text.count("\n", 0, offset) + 1
+
+    @cached_property
+    def attribute_lines(self) -> dict[str, int]:
+        """Line of the module-level ``revision``, ``down_revision`` and ``requires``."""
+        out: dict[str, int] = {}
+        for m in _LINE_ATTR.finditer(self.text):
+            out.setdefault(m.group(1), self.line_of(m.start()))
+        return out
+
+    @cached_property
+    def function_lines(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for m in _DEF.finditer(self.text):
+            out[m.group(1)] = self.line_of(m.start())
+        return out
+
+    def find_line(self, needle: str) -> int | None:
+        i = self.text.find(needle)
+        return None if i < 0 else self.line_of(i)
+
+    @cached_property
+    def allows(self) -> dict[int, frozenset[str]]:
+        """``# migrate: allow MG201 MG202`` comments: line -> codes."""
+        if "migrate:" not in self.text:
+            return {}
+        out: dict[int, frozenset[str]] = {}
+        for m in _ALLOW.finditer(self.text):
+            codes = frozenset(c.upper() for c in _CODE.findall(m.group(1)))
+            if codes:
+                out[self.line_of(m.start())] = codes
+        return out
+
+    def allowed(self, code: str, lines: range | int) -> bool:
+        """Whether a comment allows ``code`` on one of ``lines``, or on a comment line just above."""
+        allows = self.allows
+        if not allows:
+            return False
+        span = range(lines, lines + 1) if isinstance(lines, int) else lines
+        if any(code in allows.get(n, ()) for n in span):
+            return True
+        above = span.start - 1
+        if code in allows.get(above, ()):
+            text_line = self._line_text(above).lstrip()
+            return text_line.startswith("#")
+        return False
+
+    def _line_text(self, line: int) -> str:
+        lines = self.text.splitlines()
+        return lines[line - 1] if 1 <= line <= len(lines) else ""
+
+    # -- functions ------------------------------------------------------------------------
+    @cached_property
+    def _downgrade_chunk(self) -> tuple[str, int] | None:
+        return self._chunk("downgrade")
+
+    def _chunk(self, name: str) -> tuple[str, int] | None:
+        """The source of the top-level function ``name`` and its first line (text only; the
+        last definition wins, as when Python runs the module)."""
+        found: tuple[str, int] | None = None
+        for m in _DEF.finditer(self.text):
+            if m.group(1) != name:
+                continue
+            start = m.start()
+            nl = self.text.find("\n", start)
+            end = len(self.text)
+            if nl >= 0:
+                nxt = _TOP_LEVEL.search(self.text, nl + 1)
+                if nxt is not None:
+                    end = nxt.start()
+            found = (self.text[start:end], self.line_of(start))
+        return found
+
+    @cached_property
+    def tree(self) -> ast.Module | None:
+        try:
+            return ast.parse(self.text, filename=self.path)
+        except (SyntaxError, ValueError):
+            return None
+
+    def _function(self, name: str, *, whole_file: bool) -> ast.FunctionDef | None:
+        if not whole_file:
+            chunk = self._downgrade_chunk if name == "downgrade" else self._chunk(name)
+            if chunk is None:
+                return None
+            try:
+                module = ast.parse(chunk[0])
+            except (SyntaxError, ValueError):
+                module = None
+            if module is not None and module.body and isinstance(module.body[0], ast.FunctionDef):
+                return module.body[0]  # its line numbers count from the chunk, not the file
+        tree = self.tree
+        if tree is None:
+            return None
+        found = None
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name == name:
+                found = node  # the last definition wins, as when Python runs the module
+        return found
+
+    @cached_property
+    def downgrade_kind(self) -> str:
+        """'real', 'missing', 'empty' (only docstrings, comments and ``pass``) or 'not_implemented'."""
+        fn = self._function("downgrade", whole_file="tree" in self.__dict__)
+        if fn is None:
+            return "missing"
+        body = [s for s in fn.body if not _is_trivial(s)]
+        if not body:
+            return "empty"
+        if len(body) == 1 and _raises_not_implemented(body[0]):
+            return "not_implemented"
+        return "real"
+
+    @cached_property
+    def may_have_ops(self) -> bool:
+        """Whether the text outside ``downgrade()`` names any operation a rule looks for."""
+        chunk = self._downgrade_chunk
+        text = self.text
+        if chunk is not None:
+            i = text.find(chunk[0])
+            text = text[:i] + text[i + len(chunk[0]) :]
+        return _KEYWORDS.search(text) is not None
+
+    @cached_property
+    def ops(self) -> tuple[Op, ...]:
+        """Every schema operation of ``upgrade()``, in source order (parses the file)."""
+        tree = self.tree
+        if tree is None:
+            return ()
+        return tuple(_Extractor(tree).run("upgrade"))
+
+    @cached_property
+    def destructive_ops(self) -> tuple[Op, ...]:
+        """The operations of ``upgrade()`` that drop, rename, retype or tighten something
+        that existed before this revision (tables it creates itself do not count)."""
+        if not self.may_have_ops:
+            return ()
+        created: set[str] = set()
+        added: set[tuple[str, str]] = set()
+        out: list[Op] = []
+        for op in self.ops:
+            if op.kind == "create_table":
+                created.add(op.table)
+                continue
+            if op.table in created:
+                continue
+            if op.kind == "add_column":
+                if op.column is not None:
+                    added.add((op.table, op.column))
+                if op.not_null:
+                    out.append(op)
+                continue
+            if op.column is not None and (op.table, op.column) in added and op.kind != "alter_column":
+                continue
+            if op.kind == "alter_column" and not (op.type_change or op.not_null or op.new_name):
+                continue
+            out.append(op)
+        return tuple(out)
+
+
+def _is_trivial(stmt: ast.stmt) -> bool:
+    if isinstance(stmt, ast.Pass):
+        return True
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+
+
+def _raises_not_implemented(stmt: ast.stmt) -> bool:
+    if not isinstance(stmt, ast.Raise) or stmt.exc is None:
+        return False
+    exc = stmt.exc.func if isinstance(stmt.exc, ast.Call) else stmt.exc
+    return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
+
+
+# -- extraction ---------------------------------------------------------------------------
+class _Extractor:
+    def __init__(self, tree: ast.Module):
+        self.functions: dict[str, ast.FunctionDef] = {}
+        self.constants: dict[str, str] = {}
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef):
+                self.functions[node.name] = node
+            elif isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                    for t in targets:
+                        if isinstance(t, ast.Name):
+                            self.constants[t.id] = node.value.value
+        self.seen: set[str] = set()
+
+    def run(self, name: str) -> Iterator[Op]:
+        fn = self.functions.get(name)
+        if fn is None or name in self.seen:
+            return
+        self.seen.add(name)
+        batches: list[tuple[str, int, int, str]] = []  # (alias, first line, last line, table)
+        for node in ast.walk(fn):
+            if isinstance(node, ast.With):
+                for item in node.items:
+                    call = item.context_expr
+                    if (
+                        isinstance(call, ast.Call)
+                        and _attr_call(call) == ("op", "batch_alter_table")
+                        and isinstance(item.optional_vars, ast.Name)
+                    ):
+                        table = self.string(_arg(call, 0, "table_name")) or "?"
+                        end = node.end_lineno or node.lineno
+                        batches.append((item.optional_vars.id, node.lineno, end, table))
+        calls = sorted((n for n in ast.walk(fn) if isinstance(n, ast.Call)), key=lambda c: (c.lineno, c.col_offset))
+        for call in calls:
+            target = _attr_call(call)
+            if target is None:
+                if isinstance(call.func, ast.Name) and call.func.id in self.functions:
+                    yield from self.run(call.func.id)
+                continue
+            owner, method = target
+            if owner == "op":
+                yield from self.op_call(call, method, None)
+                continue
+            for alias, first, last, table in reversed(batches):
+                if alias == owner and first <= call.lineno <= last:
+                    yield from self.op_call(call, method, table)
+                    break
+
+    def string(self, node: ast.expr | None) -> str | None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.Name):
+            return self.constants.get(node.id)
+        return None
+
+    def name(self, node: ast.expr | None) -> str:
+        value = self.string(node)
+        if value is not None:
+            return value
+        return "?" if node is None else ast.unparse(node)
+
+    def op_call(self, call: ast.Call, method: str, batch_table: str | None) -> Iterator[Op]:
+        line, end = call.lineno, call.end_lineno or call.lineno
+        shift = 0 if batch_table is None else 1  # batch_op calls have no table argument
+        table = batch_table if batch_table is not None else self.name(_arg(call, 0, "table_name"))
+        if method == "create_table" and batch_table is None:
+            columns = tuple(c for c in (self.column_name(a) for a in call.args[1:]) if c)
+            yield Op("create_table", table, line, end, columns=columns, text=f"create_table({table!r})")
+        elif method == "drop_table" and batch_table is None:
+            yield Op("drop_table", table, line, end, text=f"drop_table({table!r})")
+        elif method == "rename_table" and batch_table is None:
+            new = self.name(_arg(call, 1, "new_table_name"))
+            yield Op("rename_table", table, line, end, new_name=new, text=f"rename_table({table!r}, {new!r})")
+        elif method == "add_column":
+            col = _arg(call, 1 - shift, "column")
+            name = self.column_name(col)
+            not_null = isinstance(col, ast.Call) and _column_not_null_without_default(col)
+            yield Op("add_column", table, line, end, column=name, not_null=not_null, text=f"add_column {table}.{name}")
+        elif method == "drop_column":
+            name = self.name(_arg(call, 1 - shift, "column_name"))
+            yield Op("drop_column", table, line, end, column=name, text=f"drop_column {table}.{name}")
+        elif method == "alter_column":
+            name = self.name(_arg(call, 1 - shift, "column_name"))
+            kw = {k.arg: k.value for k in call.keywords if k.arg}
+            type_change = "type_" in kw and not _is_none(kw["type_"])
+            new_name = self.string(kw.get("new_column_name")) if "new_column_name" in kw else None
+            if "new_column_name" in kw and new_name is None and not _is_none(kw["new_column_name"]):
+                new_name = self.name(kw["new_column_name"])
+            not_null = _is_false(kw.get("nullable")) and not _is_false(kw.get("existing_nullable"))
+            yield Op(
+                "alter_column",
+                table,
+                line,
+                end,
+                column=name,
+                new_name=new_name,
+                type_change=type_change,
+                not_null=not_null,
+                text=f"alter_column {table}.{name}",
+            )
+        elif method == "execute" and batch_table is None:
+            sql = _sql_literal(_arg(call, 0, "sqltext"))
+            if sql:
+                yield from _sql_ops(sql, line, end)
+
+    def column_name(self, node: ast.expr | None) -> str | None:
+        if not isinstance(node, ast.Call):
+            return None
+        func = node.func
+        fname = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        if fname != "Column" or not node.args:
+            return None
+        return self.string(node.args[0])
+
+
+def _attr_call(call: ast.Call) -> tuple[str, str] | None:
+    func = call.func
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        return func.value.id, func.attr
+    return None
+
+
+def _arg(call: ast.Call, index: int, keyword: str) -> ast.expr | None:
+    if 0 <= index < len(call.args) and not isinstance(call.args[index], ast.Starred):
+        return call.args[index]
+    for kw in call.keywords:
+        if kw.arg == keyword:
+            return kw.value
+    return None
+
+
+def _is_none(node: ast.expr | None) -> bool:
+    return isinstance(node, ast.Constant) and node.value is None
+
+
+def _is_false(node: ast.expr | None) -> bool:
+    return isinstance(node, ast.Constant) and node.value is False
+
+
+def _column_not_null_without_default(col: ast.Call) -> bool:
+    kw = {k.arg: k.value for k in col.keywords if k.arg}
+    if not _is_false(kw.get("nullable")):
+        return False
+    return ("server_default" not in kw or _is_none(kw["server_default"])) and "server_onupdate" not in kw
+
+
+def _sql_literal(node: ast.expr | None) -> str | None:
+    if isinstance(node, ast.Call) and node.args:  # sa.text("...")
+        func = node.func
+        fname = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        if fname == "text":
+            node = node.args[0]
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
+def _sql_ops(sql: str, line: int, end: int) -> Iterator[Op]:
+    """DDL written as SQL text: each statement that drops, renames, retypes or tightens."""
+    for statement in sql.split(";"):
+        stmt = " ".join(statement.split())
+        if not stmt:
+            continue
+        m = _SQL_DROP_TABLE.search(stmt)
+        if m and stmt.upper().startswith("DROP"):
+            yield Op("drop_table", m.group(1), line, end, text=stmt[:80])
+            continue
+        m = _SQL_ALTER.search(stmt)
+        if not m:
+            continue
+        table, rest = m.group(1), m.group(2)
+        for action in (a.strip() for a in rest.split(",")):
+            d = _SQL_DROP_COLUMN.match(action)
+            if d and d.group(1).lower() not in _SQL_NOT_COLUMN:
+                yield Op("drop_column", table, line, end, column=d.group(1), text=stmt[:80])
+                continue
+            r = _SQL_RENAME_TABLE.match(action)
+            if r:
+                yield Op("rename_table", table, line, end, new_name=r.group(1), text=stmt[:80])
+                continue
+            r = _SQL_RENAME_COLUMN.match(action)
+            if r and r.group(1).lower() not in _SQL_NOT_COLUMN:
+                yield Op("alter_column", table, line, end, column=r.group(1), new_name=r.group(2), text=stmt[:80])
+                continue
+            a = _SQL_ALTER_COLUMN.match(action)
+            if a:
+                tail = a.group(2).upper()
+                type_change = tail.startswith(("TYPE", "SET DATA TYPE")) or action.upper().startswith(
+                    ("MODIFY", "CHANGE")
+                )
+                not_null = "SET NOT NULL" in tail
+                if type_change or not_null:
+                    yield Op(
+                        "alter_column",
+                        table,
+                        line,
+                        end,
+                        column=a.group(1),
+                        type_change=type_change,
+                        not_null=not_null,
+                        text=stmt[:80],
+                    )
