@@ -311,7 +311,8 @@ def render_sql(project: Project, plan: Plan) -> tuple[StepSQL, ...]:
 
 
 def write_plan(project: Project, plan: Plan, out: str) -> str:
-    """Write the plan file; ``out`` may be a file, a folder, or "" for ``plans_dir``."""
+    """Write the plan file: ``out`` is a path, a folder, a bare file name (put in
+    ``plans_dir``), or "" for a generated name in ``plans_dir``."""
     base = Path(project.manifest.plans_dir)
     stamp = plan.created.replace(":", "").replace("-", "")
     default_name = f"{plan.env}-{stamp}-{plan.fingerprint[:8]}.json"
@@ -321,6 +322,8 @@ def write_plan(project: Project, plan: Plan, out: str) -> str:
         path = Path(out)
         if path.is_dir():
             path = path / default_name
+        elif "/" not in out and os.sep not in out:
+            path = base / path  # a bare file name goes into plans_dir
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(plan_to_json(plan), indent=2) + "\n", encoding="utf-8")
     return str(path)

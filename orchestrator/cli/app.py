@@ -63,6 +63,14 @@ def handles_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _shown(path: str) -> str:
+    """A path relative to the working directory when it is below it."""
+    import os
+
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def project() -> api.Project:
     return api.open_project(STATE.config)
 
@@ -156,7 +164,7 @@ def plan(
         else:
             out.print(f"Nothing to do: env {result.plan.env} is at every head.")
     if result.out_path and not as_json:
-        err.print(f"plan written to {result.out_path}")
+        err.print(f"plan written to {_shown(result.out_path)}", highlight=False)
 
 
 @app.command()

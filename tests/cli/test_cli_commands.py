@@ -159,7 +159,7 @@ def test_plan_json_has_the_shape_of_the_spec(ws: Path) -> None:
 def test_the_plan_file_has_exactly_the_spec_fields(ws: Path) -> None:
     result = run_cli(["plan", "--json", "--out", "plan.json"], cwd=ws)
     assert result.exit_code == 0
-    written = json.loads((ws / "plan.json").read_text())
+    written = json.loads((ws / "plans" / "plan.json").read_text())  # a bare name goes into plans_dir
     on_stdout = result.json()
     for step in on_stdout["steps"]:
         step.pop("estimated_rows", None)
@@ -234,7 +234,10 @@ def test_plan_out_to_a_file_or_folder(tmp_path: Path) -> None:
     root = make_workspace(tmp_path, {"users": [rev("a1")]})
     result = run_cli(["plan", "--out", "release.json"], cwd=root)
     assert result.exit_code == 0
-    assert result.stderr == f"plan written to {'release.json'}\n"
+    assert result.stderr == "plan written to plans/release.json\n"  # a bare name goes into plans_dir
+    assert json.loads((root / "plans" / "release.json").read_text())["steps"][0]["id"] == "users@a1"
+    result = run_cli(["plan", "--out", "./release.json"], cwd=root)  # a path is taken as given
+    assert result.stderr == "plan written to release.json\n"
     assert json.loads((root / "release.json").read_text())["steps"][0]["id"] == "users@a1"
     (root / "out").mkdir()
     result = run_cli(["plan", "--out", "out"], cwd=root)
