@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from orchestrator.core.redact import redact_url
 from orchestrator.errors import LockHeldError
-from orchestrator.runtime.engines import create_engine, dialect_of, unreachable
+from orchestrator.runtime.engines import dialect_of, shared_engine, unreachable
 
 PG_LOCK_KEY = int.from_bytes(b"migrate!", "big", signed=True)
 
@@ -43,18 +43,16 @@ class DatabaseLocks:
         deadline = time.monotonic() + wait
         try:
             for url, service in self.targets:
-                engine = create_engine(url, poolclass=sa.pool.NullPool)
+                engine = shared_engine(url)
                 try:
                     conn = engine.connect()
                 except sa.exc.DBAPIError as exc:
-                    engine.dispose()
                     raise unreachable(service, url, exc) from exc
                 while True:
                     if self._try(conn):
                         break
                     if time.monotonic() >= deadline:
                         conn.close()
-                        engine.dispose()
                         raise LockHeldError(
                             f"the database of '{service}' ({redact_url(url)}) is locked by another migration run",
                             "another orchestrator is migrating it; wait for it (--wait SECONDS)",
@@ -75,7 +73,7 @@ class DatabaseLocks:
         return bool(got)
 
     def release(self) -> None:
-        for engine, conn in reversed(self._held):
+        for _engine, conn in reversed(self._held):
             try:
                 if conn.dialect.name == "postgresql":
                     conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
@@ -83,10 +81,9 @@ class DatabaseLocks:
                     conn.execute(sa.text("SELECT RELEASE_LOCK(CONCAT('migrate:', DATABASE()))"))
                 conn.commit()
             except sa.exc.DBAPIError:
-                pass  # closing the session releases it anyway
+                conn.invalidate()  # a session that may still hold the lock is closed, not pooled
             finally:
                 conn.close()
-                engine.dispose()
         self._held.clear()
 
     def __enter__(self) -> DatabaseLocks:

@@ -95,10 +95,15 @@ def engine_for(url: str) -> Iterator[sa.Engine]:
         finally:
             engine.dispose()
         return
+    yield shared_engine(url)
+
+
+def shared_engine(url: str) -> sa.Engine:
+    """The run-wide pooled engine of a server database (see ``engine_for``)."""
     shared = _shared.get(url)
     if shared is None:
         shared = _shared[url] = create_engine(url)
-    yield shared
+    return shared
 
 
 def dispose_shared() -> None:

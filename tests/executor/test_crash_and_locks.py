@@ -120,7 +120,7 @@ def test_sigkill_at_seeded_points_then_apply_converges(dialect_name: str, make_d
 def test_second_apply_exits_3_naming_the_holder_or_waits(make_database: MakeDatabase, tmp_path: Path):
     urls = {s: make_database("sqlite") for s in ("users", "orders", "billing")}
     ws = build(tmp_path / "ws", _services(), urls)
-    first = _start(ws, "apply", env={"MIGRATE_TEST_SLEEP": "0.25"})
+    first = _start(ws, "apply", env={"MIGRATE_TEST_SLEEP": "0.5"})  # long enough under load
     try:
         _wait_for_lock(ws)
         second = _run(ws, "apply")
@@ -143,7 +143,7 @@ def test_advisory_lock_stops_a_second_orchestrator_without_a_shared_state_db(
     services = {"users": chain("users", 4)}
     a = build(tmp_path / "a", services, {"users": url})
     b = build(tmp_path / "b", services, {"users": url})  # its own state database
-    first = _start(a, "apply", env={"MIGRATE_TEST_SLEEP": "0.3"})
+    first = _start(a, "apply", env={"MIGRATE_TEST_SLEEP": "1.0"})  # long enough under load
     try:
         _wait_for_lock(a)
         time.sleep(0.3)
