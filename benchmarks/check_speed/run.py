@@ -20,59 +20,18 @@ import argparse
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.plan_scale.generate import generate
+from benchmarks.plan_scale.run import Measure, migrate_command, run_once
 
 GOAL = 2.0
-
-
-@dataclass
-class Measure:
-    label: str
-    seconds: list[float] = field(default_factory=list)
-    rss_kb: list[int] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-    @property
-    def peak_mb(self) -> float:
-        return max(self.rss_kb) / 1024
-
-
-def migrate_command() -> list[str]:
-    script = Path(sys.executable).with_name("migrate")
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-c", "from orchestrator.cli.app import main; main()"]
-
-
-def run_once(argv: list[str], cwd: Path, stdout_path: Path) -> tuple[float, int]:
-    """(wall seconds, peak RSS in KiB) of one fresh process; a failure stops the benchmark."""
-    with open(stdout_path, "wb") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.PIPE)
-        assert proc.stderr is not None
-        err = proc.stderr.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - start
-        code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        sys.stderr.write(err.decode(errors="replace"))
-        sys.stderr.write(stdout_path.read_text(encoding="utf-8", errors="replace")[-4000:])
-        raise SystemExit(f"{' '.join(argv)} exited with {code}")
-    return elapsed, usage.ru_maxrss
 
 
 def verify_plan(path: Path, expected_steps: int) -> None:
@@ -129,7 +88,7 @@ def main() -> None:
             order = [(check, check_cmd), (plan, plan_cmd)]
             for measure, argv in order if i % 2 == 0 else reversed(order):
                 shutil.rmtree(cache, ignore_errors=True)
-                seconds, rss = run_once(argv, root, out)
+                seconds, rss, _ = run_once(argv, root, out)
                 if measure is check:
                     verify_check(out, total)
                 else:
@@ -140,7 +99,7 @@ def main() -> None:
         print(f"\n{'':40} {'median s':>9}  {'runs (s)':<24} {'peak RSS MiB':>12}")
         for m in (check, plan):
             runs = " ".join(f"{s:.2f}" for s in m.seconds)
-            print(f"{m.label:40} {m.median:9.2f}  {runs:<24} {m.peak_mb:12.1f}")
+            print(f"{m.name:40} {m.median:9.2f}  {runs:<24} {m.peak_mb:12.1f}")
         ratio = check.median / plan.median
         print(f"\ncheck/plan = {ratio:.2f}  (goal <= {GOAL:.1f}: {'met' if ratio <= GOAL else 'MISSED'})")
     finally:

@@ -44,18 +44,19 @@ class ObservedState:
         return dict(self.heads)
 
 
+def _down_revision(downs: tuple[str, ...]) -> str | tuple[str, ...] | None:
+    """Alembic's shape of down_revision: None at a base, a string, or a tuple at a merge."""
+    if not downs:
+        return None
+    return downs[0] if len(downs) == 1 else downs
+
+
 def upgrade_step(graph: FleetGraph, node: str) -> Step:
     if node in graph.copies:
         c = graph.copies[node]
         return CopyStep(name=c.name, source=c.source, target=c.target, table=c.table, target_table=c.target_table)
     rev = graph.revisions[node]
-    down: str | tuple[str, ...] | None = (
-        None
-        if not rev.down_revisions
-        else rev.down_revisions[0]
-        if len(rev.down_revisions) == 1
-        else rev.down_revisions
-    )
+    down = _down_revision(rev.down_revisions)
     return UpgradeStep(
         service=rev.service,
         revision=rev.revision,
@@ -72,13 +73,7 @@ def downgrade_step(graph: FleetGraph, node: str) -> Step:
         c = graph.copies[node]
         return RevertCopyStep(name=c.name, source=c.source, target=c.target, table=c.table, target_table=c.target_table)
     rev = graph.revisions[node]
-    down: str | tuple[str, ...] | None = (
-        None
-        if not rev.down_revisions
-        else rev.down_revisions[0]
-        if len(rev.down_revisions) == 1
-        else rev.down_revisions
-    )
+    down = _down_revision(rev.down_revisions)
     return DowngradeStep(
         service=rev.service,
         revision=rev.revision,

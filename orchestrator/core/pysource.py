@@ -41,7 +41,11 @@ def downgrade_kind(path: str) -> str:
     tree = parse(path)
     if tree is None:
         return "missing"
-    fn = function(tree, "downgrade")
+    return body_kind(function(tree, "downgrade"))
+
+
+def body_kind(fn: ast.FunctionDef | None) -> str:
+    """'real', 'missing', 'empty' (only docstrings/pass) or 'not_implemented'."""
     if fn is None:
         return "missing"
     body = [s for s in fn.body if not _is_trivial(s)]

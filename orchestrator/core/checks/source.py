@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
 
+from orchestrator.core.pysource import body_kind
+
 OpKind = Literal["create_table", "drop_table", "rename_table", "add_column", "drop_column", "alter_column"]
 
 _ATTR = re.compile(r"^(destructive|irreversible)\s*(?::[^=\n]*)?=\s*(True|1)\s*(?:#.*)?$", re.M)
@@ -192,15 +194,7 @@ class RevisionSource:
     @cached_property
     def downgrade_kind(self) -> str:
         """'real', 'missing', 'empty' (only docstrings, comments and ``pass``) or 'not_implemented'."""
-        fn = self._function("downgrade", whole_file="tree" in self.__dict__)
-        if fn is None:
-            return "missing"
-        body = [s for s in fn.body if not _is_trivial(s)]
-        if not body:
-            return "empty"
-        if len(body) == 1 and _raises_not_implemented(body[0]):
-            return "not_implemented"
-        return "real"
+        return body_kind(self._function("downgrade", whole_file="tree" in self.__dict__))
 
     @cached_property
     def may_have_ops(self) -> bool:
@@ -247,19 +241,6 @@ class RevisionSource:
                 continue
             out.append(op)
         return tuple(out)
-
-
-def _is_trivial(stmt: ast.stmt) -> bool:
-    if isinstance(stmt, ast.Pass):
-        return True
-    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
-
-
-def _raises_not_implemented(stmt: ast.stmt) -> bool:
-    if not isinstance(stmt, ast.Raise) or stmt.exc is None:
-        return False
-    exc = stmt.exc.func if isinstance(stmt.exc, ast.Call) else stmt.exc
-    return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
 
 
 # -- extraction ---------------------------------------------------------------------------
