@@ -562,7 +562,7 @@ class _Runner:
                 EXIT_OK, "succeeded", f"{len(self.steps)} step(s) {verb} on env {self.env} (run {self.run_id})."
             )
         _seq, node, error, statements = failure
-        message = f"step {node} failed: {error}"
+        message = f"step {node} failed: {error.rstrip().rstrip('.')}."
         if statements:
             message += (
                 " This database has no transactional DDL; these statements of the failed revision may have "

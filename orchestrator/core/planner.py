@@ -143,7 +143,8 @@ def _expand_target(graph: FleetGraph, ref: str) -> set[str]:
 
 def plan_rollback_to(graph: FleetGraph, state: ObservedState, env: str, ref: str, created: str = "") -> Plan:
     """Take one service back to a revision and, first, every applied node that requires what
-    is undone (transitively, in any service)."""
+    is undone (transitively, in any service), and revert the copies that had to run before
+    an undone revision."""
     service, sep, rev = ref.partition("@")
     if not sep or service not in graph.services:
         graph.resolve(ref, where="--to")  # raises the right error
@@ -153,11 +154,16 @@ def plan_rollback_to(graph: FleetGraph, state: ObservedState, env: str, ref: str
     else:
         target = graph.resolve(ref, where="--to")
         keep = graph.service_ancestors(service, [target.partition("@")[2]])
+    done = {c for c, spec in graph.copies.items() if spec.name in state.completed_copies}
     undo = {n for n in applied if n.partition("@")[0] == service and n not in keep}
-    dependents = {n for n in graph.descendants(undo) if n in applied or n in graph.copies}
-    undo |= dependents
-    done = set(state.completed_copies)
-    undo = {n for n in undo if n not in graph.copies or graph.copies[n].name in done}
+    while True:
+        grown = undo | {n for n in graph.descendants(undo) if n in applied or n in done}
+        # A completed copy ordered before something being undone (typically the drop of its
+        # source table) is reverted too: the rows go back where that revision expects them.
+        grown |= {c for c in done if any(s in grown for s in graph.successors(c))}
+        if grown == undo:
+            break
+        undo = grown
     return _downgrade_plan(graph, state, env, undo, created)
 
 

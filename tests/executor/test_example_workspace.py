@@ -75,6 +75,15 @@ def _move_and_restore(project: api.Project, env: str) -> None:
     assert again.exit_code == 0, again.message
     assert _rows(shipping, "addresses") == original
 
+    # Taking users back to before the drop also reverts the copy that had to precede it.
+    to_seed = executor.rollback(project, env, to=SEED)
+    assert to_seed.exit_code == 0, to_seed.message
+    assert [s.id for s in to_seed.plan.steps][-1] == "copy:addresses-to-shipping"
+    assert _rows(users, "addresses") == original
+    assert _rows(shipping, "addresses") == []
+    assert executor.apply(project, env).exit_code == 0
+    assert _rows(shipping, "addresses") == original
+
 
 def test_dev_on_sqlite(workspace: Path):
     _move_and_restore(api.open_project(str(workspace / "migrate.toml")), "dev")
