@@ -84,14 +84,25 @@ def observe(project: Project, env: str, services: Sequence[str] | None = None) -
     """Read every service's current revisions (and the journal's completed copies)."""
     from orchestrator.runtime.state import read_state
 
-    heads: dict[str, tuple[str, ...]] = {}
-    unmigrated = []
-    for name, svc in project.graph.services.items():
-        if services is not None and name not in services:
-            continue
-        heads[name], has_table = read_state(project.url(env, name), svc.spec.version_table, name)
-        if not has_table:
-            unmigrated.append(name)
+    wanted = [
+        (name, project.url(env, name), svc.spec.version_table)
+        for name, svc in project.graph.services.items()
+        if services is None or name in services
+    ]
+
+    def read(item: tuple[str, str, str]) -> tuple[tuple[str, ...], bool]:
+        name, url, table = item
+        return read_state(url, table, name)
+
+    if len(wanted) > 2:  # one round trip per database: read them concurrently
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(8, len(wanted))) as pool:
+            results = list(pool.map(read, wanted))
+    else:
+        results = [read(item) for item in wanted]
+    heads = {name: found for (name, _, _), (found, _) in zip(wanted, results, strict=True)}
+    unmigrated = [name for (name, _, _), (_, has_table) in zip(wanted, results, strict=True) if not has_table]
     return ObservedState.of(heads, _completed_copies(project, env), unmigrated)
 
 

@@ -49,7 +49,7 @@ from orchestrator.events import (
 )
 from orchestrator.runtime.dblock import DatabaseLocks
 from orchestrator.runtime.journal import Heartbeat, Journal, LockInfo, new_run_id, open_journal
-from orchestrator.runtime.units import Item, Unit, UnitContext, UnitResult, run_unit, run_unit_in_worker
+from orchestrator.runtime.units import Item, Unit, UnitContext, UnitResult, run_unit, run_unit_in_worker, worker_init
 
 
 @dataclass(frozen=True)
@@ -464,6 +464,7 @@ class _Runner:
         # Services whose database had never been migrated: a full compensation leaves them so.
         self.untouched: list[str] = []
         self._needed_elsewhere: set[str] = set()
+        self._priority: dict[str, tuple[int, int]] = {}
         self.ctx = UnitContext(
             run_id=self.run_id,
             env=self.env,
@@ -605,6 +606,17 @@ class _Runner:
         self._needed_elsewhere = {
             dep for s in self.steps for dep in prereq[s.id] if _service_of(dep) != _service_of(s.id)
         }
+        # Critical path first: a ready step with the longest chain of steps waiting on it
+        # is started before others (list scheduling by height).
+        dependents: dict[str, list[str]] = {s.id: [] for s in self.steps}
+        for s in self.steps:
+            for dep in prereq[s.id]:
+                dependents[dep].append(s.id)
+        height: dict[str, int] = {}
+        for s in reversed(self.steps):  # plan order is a topological order
+            height[s.id] = 1 + max((height[d] for d in dependents[s.id]), default=0)
+        index = {s.id: i for i, s in enumerate(self.steps)}
+        self._priority = {s.id: (-height[s.id], index[s.id]) for s in self.steps}
         remaining = list(self.steps)
         done: set[str] = set()
         busy: set[str] = set()
@@ -626,7 +638,11 @@ class _Runner:
         pumper.start()
         running: dict[Future[UnitResult], tuple[list[Step], tuple[str, ...]]] = {}
         try:
-            with ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            # fork where the platform has it: a worker starts with everything imported at
+            # once; it drops the parent's pooled connections first (see worker_init).
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            context = multiprocessing.get_context(method)
+            with ProcessPoolExecutor(self.jobs, mp_context=context, initializer=worker_init) as pool:
                 while remaining or running:
                     if failure is None:
                         for batch in self._ready_batches(remaining, prereq, done, busy, resources, len(running)):
@@ -668,7 +684,7 @@ class _Runner:
         batches: list[list[Step]] = []
         claimed = set(busy)
         taken: set[str] = set()
-        for step in remaining:
+        for step in sorted(remaining, key=lambda s: self._priority[s.id]):
             if running + len(batches) >= self.jobs:
                 break
             if step.id in taken or not prereq[step.id] <= done:

@@ -58,7 +58,9 @@ The copy assumes nothing else writes the target table's copied keys while it run
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -69,15 +71,18 @@ from sqlalchemy.engine import Engine
 
 from orchestrator.core.model import CopySpec
 from orchestrator.errors import EXIT_NEEDS_ATTENTION
-from orchestrator.runtime.copy_fast import copy_text_select, digest_sql
+from orchestrator.runtime.copy_fast import TextRender, copy_text_render, digest_sql, text_block_sql, text_lines_sql
 from orchestrator.runtime.copy_io import (
+    BinaryCopyBody,
+    CopyOutReader,
     ExecManyWriter,
     PgCopyWriter,
+    Prefetch,
     RawConn,
     RowWriteError,
     TableSql,
-    pg_binary_passthrough,
-    pg_copy_text,
+    pg_error_location,
+    plain_block_ok,
     raw_connection,
     stream_rows,
 )
@@ -125,6 +130,9 @@ ProgressCallback = Callable[[int, "int | None"], None]
 
 CHUNK_ROWS = 5_000  # rows held in memory at once on the row-by-row paths
 LOOKUP_KEYS = 500  # keys per IN (...) lookup
+BLOCK_BYTES = 1 << 20  # about this much COPY data per block on the fast path
+PREFETCH_BLOCKS = 4  # blocks the reader thread may hold ahead of the writer
+GROUP_CONCAT_MAX = 1 << 30  # MariaDB group_concat_max_len for the blocks
 
 
 class CopyFailedError(CopyError):
@@ -377,10 +385,26 @@ class _Copier:
         self.passthrough = self.passthrough and all(
             _binary_compatible(p.source.pg_type, p.target.pg_type) for p in plan.columns
         )
-        self.text_select: str | None = None
-        if tgt.dialect == "postgresql" and src.dialect in ("mysql", "sqlite"):
-            self.text_select = copy_text_select(self.ssql, plan.columns)
+        self.render: TextRender | None = None
+        if tgt.dialect == "postgresql" and src.dialect in ("mysql", "sqlite") and _utf8_session(tgt):
+            self.render = copy_text_render(self.ssql, plan.columns)
+            if self.render is not None and src.dialect == "sqlite":
+                rows = src.fetch("PRAGMA encoding")
+                if not rows or str(rows[0][0]).upper() != "UTF-8":
+                    self.render = None  # the lines would not come out as UTF-8 bytes
+            if self.render is not None and src.dialect == "mysql":
+                src.execute(f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX}")
         self.utc_session = any(p.target.timezone for p in plan.columns)
+        # The rows can be compared at the end in the form the target writes them back (binary
+        # COPY tuples, or COPY text lines in PostgreSQL's normal form), hashed in key order
+        # while they are copied; a single integer key sorts the same in every database.
+        integer_key = len(plan.key_pairs) == 1 and plan.key_kinds[0] == "integer"
+        self.digest: _StreamDigest | None = None
+        if integer_key and self.passthrough:
+            self.digest = _StreamDigest(binary=True)
+        elif integer_key and self.render is not None and self.render.exact:
+            self.digest = _StreamDigest(binary=False)
+        self.block_rows = max(1, min(self.spec.batch_size, 2_000))
 
     def canon_key(self, row: Sequence[Any]) -> tuple[str | None, ...]:
         return tuple(None if row[i] is None else f(row[i]) for i, f in zip(self.key_index, self.key_canon, strict=True))
@@ -505,6 +529,175 @@ class _Copier:
             key=key,
         )
 
+    # --- the fast path: blocks of bytes, read on one thread and written on another ---------
+
+    def fast_kind(self) -> str | None:
+        if self.passthrough:
+            return "pg-binary-copy"
+        if self.render is not None:
+            return "psycopg-copy-text"
+        return None
+
+    def bound_within(self, lo: Sequence[Any] | None, hi: Sequence[Any], n: int) -> tuple[Any, ...] | None:
+        """The key of the n-th row after ``lo`` if it is at most ``hi``."""
+        where, params = self.ssql.where(self.ssql.range_parts(self.skey, lo, hi))
+        sql = (
+            f"SELECT {self.ssql.cols(self.skey)} FROM {self.ssql.name}{where} "
+            f"ORDER BY {self.ssql.order(self.skey)} LIMIT 1 OFFSET {int(n) - 1}"
+        )
+        rows = self.src.fetch(sql, params)
+        return tuple(rows[0]) if rows else None
+
+    def text_block(self, lo: Sequence[Any] | None, hi: Sequence[Any]) -> tuple[bytes, int]:
+        """The rows of (lo, hi] as COPY text lines joined by newlines (no final newline)."""
+        render = self.render
+        assert render is not None
+        where, params = self.ssql.where(self.ssql.range_parts(self.skey, lo, hi))
+        rows = self.src.fetch(text_block_sql(self.ssql, render, where, self.skey, escaped=False), params)
+        data, n, marks = rows[0] if rows else (None, 0, 0)
+        if not n:
+            return b"", 0
+        if data is not None and plain_block_ok(bytes(data), int(n), render.columns, int(marks or 0)):
+            return bytes(data), int(n)
+        # some value holds a special byte (or the block did not fit): escape every value
+        rows = self.src.fetch(text_block_sql(self.ssql, render, where, self.skey, escaped=True), params)
+        data, n2, _ = rows[0] if rows else (None, 0, 0)
+        if data is not None and n2 == n and len(data) < GROUP_CONCAT_MAX - 4 and bytes(data).count(b"\n") == n - 1:
+            return bytes(data), int(n)
+        # too big for one value: the lines one by one
+        lines: list[bytes] = []
+        for part in stream_rows(self.src, text_lines_sql(self.ssql, render, where, self.skey), params, self.chunk):
+            lines.extend(bytes(r[0]) for r in part)
+        return b"\n".join(lines), len(lines)
+
+    def text_blocks(self, lo: Sequence[Any] | None, hi: Sequence[Any]) -> Iterator[tuple[bytes, int]]:
+        """The rows of (lo, hi] in blocks of about BLOCK_BYTES of COPY text, in key order."""
+        while True:
+            upto = self.bound_within(lo, hi, self.block_rows)
+            block, n = self.text_block(lo, upto if upto is not None else hi)
+            if n:
+                self.block_rows = max(16, min(50_000, BLOCK_BYTES * n // max(1, len(block))))
+                yield block, n
+            if upto is None:
+                return
+            lo = upto
+
+    def source_blocks(
+        self, lo: Sequence[Any] | None, hi: Sequence[Any], digest: _StreamDigest | None
+    ) -> Iterator[tuple[bytes, int]]:
+        """What the fast path sends for (lo, hi]: (data, rows) blocks, hashed into ``digest``."""
+        if self.passthrough:
+            sql, params = self.ssql.select_range(self.scols, self.skey, lo, hi)
+            reader = CopyOutReader(self.src, f"COPY ({sql}) TO STDOUT (FORMAT BINARY)", params)
+            body = digest.body if digest is not None else None
+            for data, messages in reader:
+                if body is not None:
+                    body.feed(data)
+                yield data, messages
+            if body is not None and digest is not None:
+                body.finish()
+                digest.rows += reader.rows
+        else:
+            for block, n in self.text_blocks(lo, hi):
+                data = block + b"\n"
+                if digest is not None:
+                    digest.hash.update(data)
+                    digest.rows += n
+                yield data, n
+        self.src.commit()  # end the read transaction: nothing holds a snapshot between batches
+
+    def hash_source(self, lo: Sequence[Any] | None, hi: Sequence[Any], digest: _StreamDigest) -> None:
+        """Hash the source rows of (lo, hi] without copying them (rows an earlier attempt copied)."""
+        for _ in self.source_blocks(lo, hi, digest):
+            pass
+
+    def produce(
+        self, lo: Sequence[Any] | None, batch_size: int, throttle: _Throttle, digest: _StreamDigest | None
+    ) -> Iterator[Any]:
+        """The fast path's reader: for each batch, (lo, hi), then its data blocks, then None."""
+        while True:
+            hi = self.next_bound(lo, batch_size)
+            if hi is None:
+                return
+            yield (lo, hi)
+            for data, n in self.source_blocks(lo, hi, digest):
+                yield data
+                throttle.rows_done(n)
+            yield None
+            lo = hi
+
+    def stream(
+        self,
+        run: _Run,
+        store: CheckpointStore,
+        on_progress: ProgressCallback | None,
+        total: int | None,
+        throttle: _Throttle,
+    ) -> bool:
+        """Copy the remaining batches on the fast path, reading ahead on a thread. False when
+        the target refused a batch (``run.lo`` is then where it starts), True when done."""
+        import psycopg
+
+        digest = self.digest if self.digest is not None and self.digest.valid else None
+        producer = self.produce(run.lo, max(1, int(self.spec.batch_size)), throttle, digest)
+        items: Iterator[Any] = Prefetch(producer, depth=PREFETCH_BLOCKS) if self.reader_thread_ok() else producer
+        statement = self.tsql.copy_in(self.tcols, self.passthrough)
+        try:
+            for bounds in items:
+                hi = bounds[1]
+                cur = self.tgt.dbapi.cursor()
+                try:
+                    if self.utc_session:  # a naive timestamp written to timestamptz is taken as UTC
+                        cur.execute("SELECT set_config('TimeZone', 'UTC', true)")
+                    with cur.copy(statement) as cp:
+                        for data in items:
+                            if data is None:
+                                break
+                            cp.write(data)
+                    written = max(0, int(cur.rowcount))
+                except psycopg.Error as exc:
+                    self.tgt.rollback()
+                    if self.passthrough:
+                        index, column = pg_error_location(exc)
+                        raise RowWriteError(exc, index, column) from exc
+                    # a value the fast path would not vouch for: the batch is redone in Python,
+                    # which converts it exactly or names the row and the column
+                    run.refused = True
+                    return False
+                finally:
+                    cur.close()
+                self.tgt.commit()
+                run.batch_done(hi, written, 0, store, on_progress, total)
+                throttle.between_batches()
+            return True
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+            if run.refused and self.digest is not None:
+                self.digest.valid = False  # the refused batch's lines were hashed already
+
+    def reader_thread_ok(self) -> bool:
+        """Whether the source connection may be used from another thread (a SQLite
+        connection made with check_same_thread cannot)."""
+        if self.src.dialect != "sqlite":
+            return True
+        ok: list[bool] = []
+
+        def probe() -> None:
+            try:
+                self.src.fetch("SELECT 1")
+                ok.append(True)
+            except Exception:
+                ok.append(False)
+
+        thread = threading.Thread(target=probe)
+        thread.start()
+        thread.join()
+        return bool(ok and ok[0])
+
+    # --- all batches ------------------------------------------------------------------------
+
     def run_batches(
         self,
         checkpoint: CopyCheckpoint,
@@ -515,13 +708,23 @@ class _Copier:
     ) -> tuple[CopyCheckpoint, str]:
         spec = self.spec
         pre = checkpoint.preexisting
-        lo = checkpoint.last_key
-        copied, skipped = checkpoint.rows_copied, checkpoint.rows_skipped
+        run = _Run(checkpoint)
         throttle = _Throttle(spec)
         method = self.writer.method
-        used_passthrough = used_text = False
+        fast = self.fast_kind()
+        used_fast = False
         batch_size = max(1, int(spec.batch_size))
+        if pre and self.digest is not None:
+            self.digest = None  # rows outside the pre-existing keys only: compared the slow way
+        if self.digest is not None and run.lo is not None:
+            self.hash_source(None, run.lo, self.digest)  # what an earlier attempt copied
         while True:
+            if fast is not None and not pre and not uncertain and not run.refused:
+                if self.stream(run, store, on_progress, total, throttle):
+                    used_fast = True
+                    break
+                used_fast = True
+            lo = run.lo
             hi = self.next_bound(lo, batch_size)
             if hi is None:
                 break
@@ -529,63 +732,77 @@ class _Copier:
             if uncertain:
                 present = self.present_in_target(lo, hi, pre)
                 uncertain = bool(present)
+            if self.digest is not None and not run.refused:
+                self.hash_source(lo, hi, self.digest)
+            run.refused = False
             counts = _BatchCounts()
             try:
-                fast_done = False
-                if self.passthrough and not pre and not present:
-                    sql, params = self.ssql.select_range(self.scols, self.skey, lo, hi)
-                    counts.written = pg_binary_passthrough(
-                        self.src, self.tgt, sql, params, self.tsql.copy_in(self.tcols, True)
-                    )
-                    used_passthrough = fast_done = True
-                    throttle.rows_done(counts.written)
-                elif self.text_select is not None and not pre and not present:
-                    where, params = self.ssql.where(self.ssql.range_parts(self.skey, lo, hi))
-                    sql = (
-                        f"SELECT {self.text_select} FROM {self.ssql.name}{where} ORDER BY {self.ssql.order(self.skey)}"
-                    )
-                    try:
-                        counts.written = pg_copy_text(
-                            self.src,
-                            self.tgt,
-                            sql,
-                            params,
-                            self.tsql.copy_in(self.tcols, False),
-                            self.chunk,
-                            self.utc_session,
-                            throttle.rows_done,
-                        )
-                        used_text = fast_done = True
-                    except RowWriteError:
-                        # a value the fast path would not vouch for: redo the batch in Python,
-                        # which converts it exactly or names the row and the column
-                        self.tgt.rollback()
-                        self.src.rollback()
-                        counts = _BatchCounts()
-                if not fast_done:
-                    chunks = self.batch_rows(lo, hi, pre, present, counts, throttle)
-                    try:
-                        counts.written = self.writer.write_batch(chunks)
-                    finally:
-                        chunks.close()
+                chunks = self.batch_rows(lo, hi, pre, present, counts, throttle)
+                try:
+                    counts.written = self.writer.write_batch(chunks)
+                finally:
+                    chunks.close()
                 self.tgt.commit()
             except RowWriteError as exc:
                 self.tgt.rollback()
                 self.src.rollback()
                 raise self.write_error(exc, lo, hi, pre, present) from exc.cause
-            copied += counts.written + counts.present
-            skipped += counts.skipped
-            checkpoint = CopyCheckpoint(hi, copied, pre, skipped)
-            store.save(checkpoint)
-            lo = hi
-            if on_progress is not None:
-                on_progress(copied + skipped, total)
+            run.batch_done(hi, counts.written + counts.present, counts.skipped, store, on_progress, total)
             throttle.between_batches()
-        if used_passthrough:
-            method = "pg-binary-copy"
-        elif used_text:
-            method = "psycopg-copy-text"
-        return checkpoint, method
+        if used_fast and fast is not None:
+            method = fast
+        return run.checkpoint, method
+
+
+class _Run:
+    """Where one run of the batches stands."""
+
+    def __init__(self, checkpoint: CopyCheckpoint):
+        self.checkpoint = checkpoint
+        self.lo = checkpoint.last_key
+        self.copied = checkpoint.rows_copied
+        self.skipped = checkpoint.rows_skipped
+        self.refused = False  # the fast path refused the batch starting at ``lo``
+
+    def batch_done(
+        self,
+        hi: tuple[Any, ...],
+        copied: int,
+        skipped: int,
+        store: CheckpointStore,
+        on_progress: ProgressCallback | None,
+        total: int | None,
+    ) -> None:
+        self.copied += copied
+        self.skipped += skipped
+        self.checkpoint = CopyCheckpoint(hi, self.copied, self.checkpoint.preexisting, self.skipped)
+        store.save(self.checkpoint)
+        self.lo = hi
+        if on_progress is not None:
+            on_progress(self.copied + self.skipped, total)
+
+
+class _StreamDigest:
+    """SHA-256 of the source rows in key order, in the exact form the target's ``COPY ... TO
+    STDOUT`` gives them back: text lines, or binary tuples without header and trailer."""
+
+    def __init__(self, binary: bool):
+        self.binary = binary
+        self.hash = hashlib.sha256()
+        self.rows = 0
+        self.valid = True
+        self.body = BinaryCopyBody(self.hash.update) if binary else None
+
+    @property
+    def ok(self) -> bool:
+        return self.valid and (self.body is None or self.body.valid)
+
+
+def _utf8_session(conn: RawConn) -> bool:
+    """Whether a PostgreSQL session reads and writes text as UTF-8 (COPY text is sent as
+    bytes)."""
+    value = conn.dbapi.pgconn.parameter_status(b"client_encoding")
+    return value is not None and bytes(value).upper().replace(b"-", b"") == b"UTF8"
 
 
 def _binary_compatible(source: str | None, target: str | None) -> bool:
@@ -735,8 +952,58 @@ def _side_digest(
     return hasher.count, hasher.total, skipped, False
 
 
+def _verify_stream(copier: _Copier, digest: _StreamDigest) -> _Outcome | None:
+    """Compare the target, read back in key order, with what the source sent; None when they
+    differ (the caller then compares canonical lines, which also names the first difference).
+
+    A table the copy filled holds its rows in the order they were written, which is key order,
+    so a plain scan is tried first; if that differs, the rows are read again sorted by key."""
+    tsql = copier.tsql
+    select = f"SELECT {tsql.cols(copier.tcols)} FROM {tsql.name}"
+    outcome = _target_stream(copier, digest, select)
+    if outcome is None:
+        outcome = _target_stream(copier, digest, f"{select} ORDER BY {tsql.order(copier.tkey)}")
+    return outcome
+
+
+def _target_stream(copier: _Copier, digest: _StreamDigest, select: str) -> _Outcome | None:
+    tgt = copier.tgt
+    cur = tgt.dbapi.cursor()
+    try:  # PostgreSQL's output of dates, times and bytea depends on these; a synchronised scan
+        # could start half-way through the table
+        cur.execute(
+            "SELECT set_config('DateStyle', 'ISO, MDY', true), set_config('TimeZone', 'UTC', true), "
+            "set_config('bytea_output', 'hex', true), set_config('IntervalStyle', 'postgres', true), "
+            "set_config('synchronize_seqscans', 'off', true)"
+        )
+    finally:
+        cur.close()
+    target = hashlib.sha256()
+    reader = CopyOutReader(tgt, f"COPY ({select}) TO STDOUT" + (" (FORMAT BINARY)" if digest.binary else ""))
+    valid = True
+    if digest.binary:
+        body = BinaryCopyBody(target.update)
+        for data, _ in reader:
+            body.feed(data)
+        body.finish()
+        valid = body.valid
+    else:
+        for data, _ in reader:
+            target.update(data)
+    tgt.rollback()
+    if not valid or reader.rows != digest.rows or target.digest() != digest.hash.digest():
+        return None
+    kind = "binary" if digest.binary else "text"
+    return _Outcome(digest.rows, reader.rows, 0, f"sha256-{kind}:{reader.rows}:{target.hexdigest()}")
+
+
 def _verify(copier: _Copier, pre: PreexistingKeys) -> _Outcome:
     plan = copier.plan
+    digest = copier.digest
+    if digest is not None and digest.ok and not pre:
+        outcome = _verify_stream(copier, digest)
+        if outcome is not None:
+            return outcome
     # the two sides run at once: a digest computed in a database waits on its server, not on us
     # (SQLite connections stay on this thread)
     with ThreadPoolExecutor(max_workers=1) as pool:

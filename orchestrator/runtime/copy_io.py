@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -362,14 +362,7 @@ class PgCopyWriter:
                         write_row(row)
                     n += len(rows)
         except psycopg.Error as exc:
-            diag = getattr(exc, "diag", None)
-            context = (diag.context if diag is not None else None) or ""
-            match = _PG_CONTEXT.search(context)
-            column = diag.column_name if diag is not None else None
-            index = None
-            if match:
-                index = int(match.group(1)) - 1
-                column = column or (match.group(2) or "").strip() or None
+            index, column = pg_error_location(exc)
             raise RowWriteError(exc, index, column) from exc
         finally:
             cur.close()
@@ -455,79 +448,206 @@ def _is_db_error(exc: BaseException) -> bool:
     )
 
 
-def pg_binary_passthrough(
-    src: RawConn,
-    tgt: RawConn,
-    select_sql: str,
-    params: Sequence[Any],
-    copy_in_sql: str,
-) -> int:
-    """PostgreSQL to PostgreSQL: stream ``COPY (SELECT ...) TO STDOUT (FORMAT BINARY)`` straight
-    into ``COPY ... FROM STDIN (FORMAT BINARY)``; the rows never become Python objects."""
+def pg_error_location(exc: BaseException) -> tuple[int | None, str | None]:
+    """(0-based row of the COPY, column) a PostgreSQL COPY error names, when it does."""
+    diag = getattr(exc, "diag", None)
+    context = (diag.context if diag is not None else None) or ""
+    match = _PG_CONTEXT.search(context)
+    column = diag.column_name if diag is not None else None
+    index = None
+    if match:
+        index = int(match.group(1)) - 1
+        column = column or (match.group(2) or "").strip() or None
+    return index, column
+
+
+# --- streaming: COPY out in blocks, COPY in on a thread ------------------------------------------
+
+
+class CopyOutReader:
+    """The data of a PostgreSQL ``COPY ... TO STDOUT`` as (bytes, messages) blocks of about
+    ``block_bytes``, read straight from libpq: psycopg's own reader costs a Python generator
+    round trip per row. The statement's error, if any, is raised at the end; ``rows`` is then
+    the number of rows it wrote."""
+
+    def __init__(self, conn: RawConn, sql: str, params: Sequence[Any] = (), block_bytes: int = 1 << 18):
+        self.conn = conn
+        self.sql = sql
+        self.params = tuple(params)
+        self.block_bytes = block_bytes
+        self.rows = 0
+
+    def __iter__(self) -> Generator[tuple[bytes, int], None, None]:
+        import select
+
+        from psycopg import pq
+
+        cur = self.conn.dbapi.cursor()
+        try:
+            with cur.copy(self.sql, self.params):  # psycopg starts it (and cancels it on error)
+                pgconn = self.conn.dbapi.pgconn
+                get = pgconn.get_copy_data
+                poll = select.poll()
+                poll.register(pgconn.socket, select.POLLIN)
+                parts: list[Any] = []
+                size = 0
+                while True:
+                    nbytes, data = get(1)
+                    if nbytes > 0:
+                        parts.append(data)
+                        size += nbytes
+                        if size >= self.block_bytes:
+                            yield b"".join(parts), len(parts)
+                            parts = []
+                            size = 0
+                    elif nbytes == 0:  # no whole message buffered yet: wait for the socket
+                        poll.poll()
+                        pgconn.consume_input()
+                    else:  # -1: all sent; -2: the connection failed
+                        break
+                if parts:
+                    yield b"".join(parts), len(parts)
+                # the statement's final result: how many rows it wrote, or its error
+                while pgconn.is_busy():
+                    poll.poll()
+                    pgconn.consume_input()
+                result = pgconn.get_result()
+                while pgconn.get_result() is not None:
+                    pass
+                if result is None or result.status != pq.ExecStatus.COMMAND_OK:
+                    raise _copy_out_error(pgconn, result)
+                self.rows = int(result.command_tuples or 0)
+        finally:
+            cur.close()
+
+
+def _copy_out_error(pgconn: Any, result: Any) -> Exception:
     import psycopg
 
-    scur = src.dbapi.cursor()
-    tcur = tgt.dbapi.cursor()
-    try:
-        with (
-            scur.copy(f"COPY ({select_sql}) TO STDOUT (FORMAT BINARY)", tuple(params)) as out,
-            tcur.copy(copy_in_sql) as inp,
-        ):
-            for data in out:
-                inp.write(data)
-        rows = int(tcur.rowcount)
-    except psycopg.Error as exc:
-        diag = getattr(exc, "diag", None)
-        context = (diag.context if diag is not None else None) or ""
-        match = _PG_CONTEXT.search(context)
-        column = diag.column_name if diag is not None else None
-        index = None
-        if match:
-            index = int(match.group(1)) - 1
-            column = column or (match.group(2) or "").strip() or None
-        raise RowWriteError(exc, index, column) from exc
-    finally:
-        scur.close()
-        tcur.close()
-    src.commit()
-    return rows
+    if result is not None:
+        try:
+            error: Exception = psycopg.errors.error_from_result(result, encoding="utf-8")
+            return error
+        except Exception:  # an older psycopg: the message alone
+            message = result.error_message
+    else:
+        message = pgconn.error_message
+    return psycopg.OperationalError(bytes(message).decode("utf-8", "replace").strip() or "COPY failed")
 
 
-def pg_copy_text(
-    src: RawConn,
-    tgt: RawConn,
-    select_sql: str,
-    params: Sequence[Any],
-    copy_in_sql: str,
-    chunk: int,
-    utc_session: bool,
-    on_rows: Callable[[int], None],
-) -> int:
-    """Any source to PostgreSQL when the source renders each row as a COPY text line: the lines
-    are streamed into ``COPY ... FROM STDIN (FORMAT TEXT)`` without becoming Python values."""
-    import psycopg
+class BinaryCopyBody:
+    """Feeds ``sink`` the tuples of a binary COPY stream, without its header and trailer, so
+    streams of several COPY statements concatenate to the stream of one."""
 
-    tcur = tgt.dbapi.cursor()
-    n = 0
-    lines = stream_rows(src, select_sql, params, chunk)
-    try:
-        if utc_session:  # a naive timestamp written to timestamptz is taken as UTC
-            tcur.execute("SELECT set_config('TimeZone', 'UTC', true)")
-        with tcur.copy(copy_in_sql) as cp:
-            for rows in lines:
-                first = rows[0][0]
-                if isinstance(first, str):
-                    cp.write("\n".join([r[0] for r in rows]) + "\n")
-                else:
-                    cp.write(b"\n".join([bytes(r[0]) for r in rows]) + b"\n")
-                n += len(rows)
-                on_rows(len(rows))
-    except psycopg.Error as exc:
-        diag = getattr(exc, "diag", None)
-        context = (diag.context if diag is not None else None) or ""
-        match = _PG_CONTEXT.search(context)
-        raise RowWriteError(exc, int(match.group(1)) - 1 if match else None, None) from exc
-    finally:
-        lines.close()
-        tcur.close()
-    return n
+    SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+    def __init__(self, sink: Callable[[Any], None]):
+        self.sink = sink
+        self.head = b""
+        self.started = False
+        self.tail = b""
+        self.valid = True
+
+    def feed(self, data: bytes) -> None:
+        if not self.started:
+            self.head += data
+            if len(self.head) < 19:
+                return
+            if not self.head.startswith(self.SIGNATURE):
+                self.valid = False
+            start = 19 + int.from_bytes(self.head[15:19], "big")
+            if len(self.head) < start:
+                return
+            data, self.head, self.started = self.head[start:], b"", True
+        if len(data) >= 2:
+            if self.tail:
+                self.sink(self.tail)
+            self.sink(memoryview(data)[:-2])
+            self.tail = data[-2:]
+        else:
+            both = self.tail + data
+            self.sink(both[:-2])
+            self.tail = both[-2:]
+
+    def finish(self) -> None:
+        if not self.started or self.tail != b"\xff\xff":
+            self.valid = False
+        self.head, self.tail, self.started = b"", b"", False
+
+
+_SPECIAL_BYTES = b"\\\b\t\n\v\f\r"
+
+
+def plain_block_ok(block: bytes, rows: int, columns: int, marks: int) -> bool:
+    """Whether a block of unescaped COPY text lines is exactly what it should be: its special
+    bytes are the separators plus the backslashes the rendering wrote, so no value holds one."""
+    specials = len(block) - len(block.translate(None, _SPECIAL_BYTES))
+    return specials == rows * (columns - 1) + (rows - 1) + marks
+
+
+_DONE = object()
+
+
+class Prefetch:
+    """Runs a generator on a thread of its own, at most ``depth`` items ahead of the consumer,
+    so that reading the source overlaps writing the target while memory stays bounded.
+    ``close()`` stops the generator (in its own thread, so its clean-up runs there)."""
+
+    def __init__(self, source: Iterator[Any], depth: int = 4):
+        import queue
+        import threading
+
+        self._source = source
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="migrate-copy-reader", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._source:
+                if not self._put(item):
+                    break
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            close = getattr(self._source, "close", None)
+            if close is not None:
+                with suppress(Exception):
+                    close()
+            self._put(_DONE)
+
+    def __iter__(self) -> Prefetch:
+        return self
+
+    def __next__(self) -> Any:
+        item = self._queue.get()
+        if item is _DONE:
+            self._queue.put(_DONE)  # later calls end too
+            if self._error is not None:
+                raise self._error
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        import queue
+
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+        self._thread.join()

@@ -208,6 +208,17 @@ def _run_copy(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -> Uni
 _worker_journal: dict[str, Journal] = {}
 
 
+def worker_init() -> None:
+    """First thing in a worker process: forget the connections inherited from the parent
+    (a forked child must never use, nor close, its parent's sockets)."""
+    from orchestrator.runtime import engines
+
+    for engine in engines._shared.values():
+        engine.dispose(close=False)
+    engines._shared.clear()
+    _worker_journal.clear()
+
+
 def run_unit_in_worker(unit: Unit, ctx: UnitContext, queue: Any) -> UnitResult:
     journal = _worker_journal.get(ctx.state_url)
     if journal is None:
