@@ -60,6 +60,8 @@ class ProgressObserver:
             self._close()
 
     def _start_bar(self, node: str) -> None:
+        if not err.is_terminal:
+            return  # a live bar only makes sense on a terminal; logs get the step's summary line
         if self.progress is None:
             self.progress = Progress(
                 TextColumn("  {task.description}"),
@@ -76,7 +78,8 @@ class ProgressObserver:
     def _update_bar(self, event: CopyProgress) -> None:
         if self.progress is None or event.node not in self.tasks:
             self._start_bar(event.node)
-        assert self.progress is not None
+        if self.progress is None:
+            return
         task = self.tasks[event.node]
         speed: Any = self.progress.tasks[task].speed if task < len(self.progress.tasks) else None
         rate = f"{speed:,.0f} rows/s" if speed else ""
