@@ -33,7 +33,9 @@ class ProgressObserver:
             return
         if isinstance(event, RunStarted):
             self.total = len(event.steps)
-            err.print(f"[bold]{event.kind}[/] run {event.run_id} on env {event.env}: {self.total} step(s)")
+            err.print(
+                f"[bold]{event.kind}[/] run {event.run_id} on env {event.env}: {self.total} step(s)", highlight=False
+            )
         elif isinstance(event, StepStarted):
             if event.kind in ("copy", "revert_copy"):
                 self._start_bar(event.node)
