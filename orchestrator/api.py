@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.graph import FleetGraph
 from orchestrator.core.manifest import env_name_or_default, service_url
@@ -18,6 +18,9 @@ from orchestrator.core.planner import ObservedState, pending_nodes, plan_upgrade
 from orchestrator.core.redact import redact_url
 from orchestrator.core.workspace import load_workspace
 from orchestrator.errors import GraphError, MigrateError
+
+if TYPE_CHECKING:  # the checks are imported by `check` only, not on every command's path
+    from orchestrator.core.checks import CheckResult, RuleOutcome
 
 
 @dataclass
@@ -433,9 +436,6 @@ __all__ = [
 
 
 # -- check --------------------------------------------------------------------------------
-from collections.abc import Callable  # noqa: E402
-
-from orchestrator.core.checks import CheckResult, RuleOutcome  # noqa: E402
 
 
 def check(
@@ -538,7 +538,7 @@ def _check_plan_file(
 ) -> tuple[RuleOutcome, list[str] | None]:
     """The plan-file rule: still valid against the files (and, given an environment and its
     observed ``state``, against its databases)."""
-    from orchestrator.core.checks import finding
+    from orchestrator.core.checks import RuleOutcome, finding
     from orchestrator.core.checks.findings import relative
     from orchestrator.errors import PlanConflictError
     from orchestrator.executor import _check_state, _load_plan_file
