@@ -154,6 +154,25 @@ def fill_mysql(url: str, rows: int) -> None:
 def fill_pg_from(url: str, sqlite_path: Path) -> None:
     run_sql(url, PG_DDL)
     sqlite_to_pg_cli(sqlite_path, url)
+    # freshly loaded rows carry no hint bits: the first reader would set them (writing every
+    # page) on behalf of whoever reads next; VACUUM does it once, before anyone is timed
+    eng = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with eng.connect() as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE events")
+    eng.dispose()
+
+
+def settle(mysql_url: str | None = None) -> None:
+    """Start every timed contender from the same state: no dirty buffers left by the previous
+    run (or by the fill) for the servers to write out during this one."""
+    with admin("pg").connect() as conn:
+        conn.exec_driver_sql("CHECKPOINT")
+    if mysql_url is not None:
+        eng = sa.create_engine(mysql_url, poolclass=sa.pool.NullPool)
+        with eng.connect() as conn:
+            conn.exec_driver_sql("FLUSH TABLES events FOR EXPORT")  # writes the table's dirty pages
+            conn.exec_driver_sql("UNLOCK TABLES")
+        eng.dispose()
 
 
 # --- the contenders ----------------------------------------------------------------------------
@@ -306,13 +325,17 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         # MariaDB -> PostgreSQL
         say("\n[MariaDB -> PostgreSQL]")
-        mine = ours(mysql_url, fresh_pg(f"bench_m2p_ours_{tag}", made))
+        ours_url = fresh_pg(f"bench_m2p_ours_{tag}", made)
+        settle(mysql_url)
+        mine = ours(mysql_url, ours_url)
         check_rows(PG_SERVER + f"/bench_m2p_ours_{tag}", n, "ours")
         loader_url = fresh_pg(f"bench_m2p_loader_{tag}", made)
+        settle(mysql_url)
         loader = pgloader(mysql_url, loader_url, work)
         if loader is not None:
             check_rows(loader_url, n, "pgloader")
         outfile_url = fresh_pg(f"bench_m2p_outfile_{tag}", made)
+        settle(mysql_url)
         outfile = outfile_then_copy(mysql_url, outfile_url, work)
         if outfile is not None:
             check_rows(outfile_url, n, "INTO OUTFILE + COPY")
@@ -330,9 +353,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         # SQLite -> PostgreSQL
         say("\n[SQLite -> PostgreSQL]")
-        mine = ours(sqlite_url, fresh_pg(f"bench_s2p_ours_{tag}", made))
+        ours_url = fresh_pg(f"bench_s2p_ours_{tag}", made)
+        settle()
+        mine = ours(sqlite_url, ours_url)
         check_rows(PG_SERVER + f"/bench_s2p_ours_{tag}", n, "ours")
         cli_url = fresh_pg(f"bench_s2p_cli_{tag}", made)
+        settle()
         cli = sqlite_to_pg_cli(sqlite_path, cli_url)
         check_rows(cli_url, n, "sqlite3 | psql")
         say(f"  ours ({mine['method']}, incl. verification): {mine['seconds']:.2f} s, "
@@ -346,10 +372,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         pg_src_url = create_db("pg", pg_src)
         made.append(("pg", pg_src))
         fill_pg_from(pg_src_url, sqlite_path)
-        run_sql(pg_src_url, "ANALYZE events")
-        mine = ours(pg_src_url, fresh_pg(f"bench_p2p_ours_{tag}", made))
+        ours_url = fresh_pg(f"bench_p2p_ours_{tag}", made)
+        settle()
+        mine = ours(pg_src_url, ours_url)
         check_rows(PG_SERVER + f"/bench_p2p_ours_{tag}", n, "ours")
         binary_url = fresh_pg(f"bench_p2p_cli_{tag}", made)
+        settle()
         binary = pg_to_pg_cli(pg_src_url, binary_url)
         check_rows(binary_url, n, "psql | psql")
         say(f"  ours ({mine['method']}, incl. verification): {mine['seconds']:.2f} s, "
@@ -360,9 +388,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         # memory: SQLite -> PostgreSQL at n and factor * n rows
         big = n * args.memory_factor
         say(f"\n[memory: SQLite -> PostgreSQL, peak RSS of the copying process at {n:,} and {big:,} rows]")
-        small = ours(sqlite_url, fresh_pg(f"bench_mem1_{tag}", made))
+        small_url = fresh_pg(f"bench_mem1_{tag}", made)
+        settle()
+        small = ours(sqlite_url, small_url)
         big_url = fill_sqlite(work / "events-big.db", big)
-        large = ours(big_url, fresh_pg(f"bench_mem3_{tag}", made))
+        large_url = fresh_pg(f"bench_mem3_{tag}", made)
+        settle()
+        large = ours(big_url, large_url)
         say(f"  {n:,} rows: {small['rss_mib']:.1f} MiB; {big:,} rows: {large['rss_mib']:.1f} MiB; "
             f"ratio {large['rss_mib'] / small['rss_mib']:.2f} (goal <= 1.20, and under 100 MiB)")  # fmt: skip
         say(f"  throughput at {big:,} rows: {big / large['seconds']:,.0f} rows/s")

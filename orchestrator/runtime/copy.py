@@ -10,12 +10,22 @@ How a copy runs
 
     * PostgreSQL to PostgreSQL, same column types: ``COPY (SELECT ...) TO STDOUT (FORMAT
       BINARY)`` streamed straight into ``COPY ... FROM STDIN (FORMAT BINARY)`` ("pg-binary-copy").
+    * SQLite or MariaDB to PostgreSQL, when every column has an exact SQL rendering (see
+      copy_fast): the source database writes blocks of rows as ``COPY`` text lines
+      (``group_concat``/``GROUP_CONCAT`` over a key range) and Python only relays the bytes
+      into ``COPY ... FROM STDIN`` ("psycopg-copy-text"). A batch PostgreSQL refuses (a value
+      the SQL rendering would not vouch for) is redone on the next path.
     * any source to PostgreSQL: psycopg 3 ``COPY ... FROM STDIN`` with ``write_row``, binary
       format with the target's column types ("psycopg-copy").
     * into MariaDB/MySQL or SQLite: ``executemany`` ("executemany"); pymysql rewrites it into
       multi-row INSERT statements. MariaDB runs the copy with ``sql_mode`` STRICT_ALL_TABLES.
       ``LOAD DATA LOCAL INFILE`` is not used: with LOCAL the server treats data errors as
       warnings (as if IGNORE were given), which can truncate values without failing.
+
+    On the first two paths the source is read on a second thread, a few blocks (about 1 MiB
+    each) ahead of the ``COPY`` into the target, so both databases work at once (SQLite and
+    MariaDB build two blocks at a time, on two more connections of their own); batches,
+    commits and checkpoints stay on the calling thread, in order.
 
 Checkpoints and resume
     Before the first row moves, a checkpoint records which target keys already existed (the
@@ -36,12 +46,26 @@ Pre-existing keys in the checkpoint
 
 Verification
     At the end, the rows of both tables outside the pre-existing keys must agree in number and
-    in an order-independent checksum of the copied columns. Between two PostgreSQL (or two
-    MariaDB) tables with identical column types the checksum is computed inside each
-    database; otherwise both tables are streamed and each row is hashed in Python after
-    normalisation (decimals without trailing zeros, timestamps in UTC, booleans as 0/1,
-    JSON re-serialised with sorted keys, binary as hex). On a mismatch the copy finds the first
-    differing key and fails.
+    in a checksum of the copied columns that does not depend on how either database happens to
+    store or return them. Two ways, the first where it applies:
+
+    * rows in PostgreSQL's own form: when the target is PostgreSQL, one of the two block paths
+      above applies, the key is one integer column (it sorts the same in every database) and
+      no target key pre-existed, the exact bytes the block path sends for each row (binary
+      tuples, or text lines written in PostgreSQL's normal form: numeric with the column's
+      scale, timestamps without trailing fractional zeros, t/f, lowercase hex) are hashed with
+      SHA-256 in key order as they are read; rows an earlier attempt copied, or that a resumed
+      batch writes row by row, are read and hashed the same way without being sent. At the
+      end the target gives its rows back sorted by key with ``COPY ... TO STDOUT``: they must
+      hash the same, and the source must still hold as many rows as were hashed.
+      After a batch the target refused, this way is not used.
+    * canonical lines: otherwise, and whenever the first way finds a difference, each row of
+      both tables becomes a canonical line (decimals without trailing zeros, timestamps in UTC,
+      booleans as 0/1, JSON re-serialised with sorted keys, binary as hex) and the sums of the
+      lines' MD5 prefixes must agree; a PostgreSQL or MariaDB side computes them in SQL when
+      its column types allow, else rows are streamed and hashed in Python.
+
+    On a mismatch the copy finds the first differing key and fails.
 
 Failure
     A copy that fails, verification included, deletes the rows it inserted (every target row
@@ -62,8 +86,10 @@ import hashlib
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -81,7 +107,6 @@ from orchestrator.runtime.copy_io import (
     RawConn,
     RowWriteError,
     TableSql,
-    pg_error_location,
     plain_block_ok,
     raw_connection,
     stream_rows,
@@ -132,6 +157,7 @@ CHUNK_ROWS = 5_000  # rows held in memory at once on the row-by-row paths
 LOOKUP_KEYS = 500  # keys per IN (...) lookup
 BLOCK_BYTES = 1 << 20  # about this much COPY data per block on the fast path
 PREFETCH_BLOCKS = 4  # blocks the reader thread may hold ahead of the writer
+BLOCK_READERS = 2  # source connections building text blocks at once
 GROUP_CONCAT_MAX = 1 << 30  # MariaDB group_concat_max_len for the blocks
 
 
@@ -364,6 +390,7 @@ class _Copier:
         self.plan = plan
         self.spec = plan.spec
         self.src = src
+        self.source = source
         self.tgt = tgt
         self.ssql = TableSql(source, plan.source)
         self.tsql = TableSql(target, plan.target)
@@ -405,6 +432,7 @@ class _Copier:
         elif integer_key and self.render is not None and self.render.exact:
             self.digest = _StreamDigest(binary=False)
         self.block_rows = max(1, min(self.spec.batch_size, 2_000))
+        self.helpers: _Helpers | None = None
 
     def canon_key(self, row: Sequence[Any]) -> tuple[str | None, ...]:
         return tuple(None if row[i] is None else f(row[i]) for i, f in zip(self.key_index, self.key_canon, strict=True))
@@ -548,36 +576,51 @@ class _Copier:
         rows = self.src.fetch(sql, params)
         return tuple(rows[0]) if rows else None
 
-    def text_block(self, lo: Sequence[Any] | None, hi: Sequence[Any]) -> tuple[bytes, int]:
+    def text_block(self, conn: RawConn, lo: Sequence[Any] | None, hi: Sequence[Any]) -> tuple[bytes, int]:
         """The rows of (lo, hi] as COPY text lines joined by newlines (no final newline)."""
         render = self.render
         assert render is not None
         where, params = self.ssql.where(self.ssql.range_parts(self.skey, lo, hi))
-        rows = self.src.fetch(text_block_sql(self.ssql, render, where, self.skey, escaped=False), params)
+        rows = conn.fetch(text_block_sql(self.ssql, render, where, self.skey, escaped=False), params)
         data, n, marks = rows[0] if rows else (None, 0, 0)
         if not n:
             return b"", 0
-        if data is not None and plain_block_ok(bytes(data), int(n), render.columns, int(marks or 0)):
+        # (MariaDB cuts a GROUP_CONCAT longer than group_concat_max_len: a block that long is
+        # not trusted, and is read row by row)
+        if (
+            data is not None
+            and len(data) < GROUP_CONCAT_MAX - 4
+            and plain_block_ok(bytes(data), int(n), render.columns, int(marks or 0))
+        ):
             return bytes(data), int(n)
         # some value holds a special byte (or the block did not fit): escape every value
-        rows = self.src.fetch(text_block_sql(self.ssql, render, where, self.skey, escaped=True), params)
+        rows = conn.fetch(text_block_sql(self.ssql, render, where, self.skey, escaped=True), params)
         data, n2, _ = rows[0] if rows else (None, 0, 0)
         if data is not None and n2 == n and len(data) < GROUP_CONCAT_MAX - 4 and bytes(data).count(b"\n") == n - 1:
             return bytes(data), int(n)
         # too big for one value: the lines one by one
         lines: list[bytes] = []
-        for part in stream_rows(self.src, text_lines_sql(self.ssql, render, where, self.skey), params, self.chunk):
+        for part in stream_rows(conn, text_lines_sql(self.ssql, render, where, self.skey), params, self.chunk):
             lines.extend(bytes(r[0]) for r in part)
         return b"\n".join(lines), len(lines)
 
     def text_blocks(self, lo: Sequence[Any] | None, hi: Sequence[Any]) -> Iterator[tuple[bytes, int]]:
-        """The rows of (lo, hi] in blocks of about BLOCK_BYTES of COPY text, in key order."""
+        """The rows of (lo, hi] in blocks of about BLOCK_BYTES of COPY text, in key order;
+        with helpers, several blocks are built at once, each on a connection of its own."""
+        helpers = self.helpers
+        pending: deque[Any] = deque()
         while True:
             upto = self.bound_within(lo, hi, self.block_rows)
-            block, n = self.text_block(lo, upto if upto is not None else hi)
-            if n:
-                self.block_rows = max(16, min(50_000, BLOCK_BYTES * n // max(1, len(block))))
-                yield block, n
+            end = upto if upto is not None else hi
+            if helpers is None:
+                pending.append(_Done(self.text_block(self.src, lo, end)))
+            else:
+                pending.append(helpers.submit(self.text_block, lo, end))
+            while pending and (upto is None or len(pending) > (helpers.width if helpers else 0) or pending[0].done()):
+                block, n = pending.popleft().result()
+                if n:
+                    self.block_rows = max(16, min(50_000, BLOCK_BYTES * n // max(1, len(block))))
+                    yield block, n
             if upto is None:
                 return
             lo = upto
@@ -601,8 +644,7 @@ class _Copier:
             for block, n in self.text_blocks(lo, hi):
                 data = block + b"\n"
                 if digest is not None:
-                    digest.hash.update(data)
-                    digest.rows += n
+                    digest.add(data, n)
                 yield data, n
         self.src.commit()  # end the read transaction: nothing holds a snapshot between batches
 
@@ -636,11 +678,30 @@ class _Copier:
     ) -> bool:
         """Copy the remaining batches on the fast path, reading ahead on a thread. False when
         the target refused a batch (``run.lo`` is then where it starts), True when done."""
+        digest = self.digest if self.digest is not None and self.digest.valid else None
+        threads = self.reader_thread_ok()
+        with _Helpers.for_copier(self, threads) as helpers:
+            self.helpers = helpers
+            try:
+                return self._stream(run, store, on_progress, total, throttle, digest, threads)
+            finally:
+                self.helpers = None
+
+    def _stream(
+        self,
+        run: _Run,
+        store: CheckpointStore,
+        on_progress: ProgressCallback | None,
+        total: int | None,
+        throttle: _Throttle,
+        digest: _StreamDigest | None,
+        threads: bool,
+    ) -> bool:
         import psycopg
 
-        digest = self.digest if self.digest is not None and self.digest.valid else None
         producer = self.produce(run.lo, max(1, int(self.spec.batch_size)), throttle, digest)
-        items: Iterator[Any] = Prefetch(producer, depth=PREFETCH_BLOCKS) if self.reader_thread_ok() else producer
+        reader: Iterator[Any] = Prefetch(producer, depth=PREFETCH_BLOCKS) if threads else producer
+        items = _Watched(reader)  # an error of the source is not the target's
         statement = self.tsql.copy_in(self.tcols, self.passthrough)
         try:
             for bounds in items:
@@ -655,13 +716,12 @@ class _Copier:
                                 break
                             cp.write(data)
                     written = max(0, int(cur.rowcount))
-                except psycopg.Error as exc:
+                except psycopg.Error:
                     self.tgt.rollback()
-                    if self.passthrough:
-                        index, column = pg_error_location(exc)
-                        raise RowWriteError(exc, index, column) from exc
-                    # a value the fast path would not vouch for: the batch is redone in Python,
-                    # which converts it exactly or names the row and the column
+                    if items.failed:
+                        raise
+                    # a value the fast path would not vouch for, or one the target refuses: the
+                    # batch is redone in Python, which converts it exactly or names the row
                     run.refused = True
                     return False
                 finally:
@@ -671,7 +731,7 @@ class _Copier:
                 throttle.between_batches()
             return True
         finally:
-            close = getattr(items, "close", None)
+            close = getattr(reader, "close", None)
             if close is not None:
                 close()
             if run.refused and self.digest is not None:
@@ -732,7 +792,7 @@ class _Copier:
             if uncertain:
                 present = self.present_in_target(lo, hi, pre)
                 uncertain = bool(present)
-            if self.digest is not None and not run.refused:
+            if self.digest is not None and self.digest.valid:  # written row by row, compared as sent
                 self.hash_source(lo, hi, self.digest)
             run.refused = False
             counts = _BatchCounts()
@@ -752,6 +812,95 @@ class _Copier:
         if used_fast and fast is not None:
             method = fast
         return run.checkpoint, method
+
+
+class _Done:
+    """A result already there, shaped like a future."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> Any:
+        return self.value
+
+
+class _Helpers:
+    """Extra source connections building text blocks at the same time (each block on one
+    connection), so that the source database uses more than one core."""
+
+    def __init__(self, conns: list[RawConn]):
+        import queue
+
+        self.width = len(conns)
+        self.free: queue.SimpleQueue[RawConn] = queue.SimpleQueue()
+        for conn in conns:
+            self.free.put(conn)
+        self.pool = ThreadPoolExecutor(max_workers=self.width, thread_name_prefix="migrate-copy-block")
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        def run() -> Any:
+            conn = self.free.get()
+            try:
+                result = fn(conn, *args)
+                conn.commit()
+                return result
+            except BaseException:
+                with suppress(Exception):
+                    conn.rollback()
+                raise
+            finally:
+                self.free.put(conn)
+
+        return self.pool.submit(run)
+
+    @staticmethod
+    @contextmanager
+    def for_copier(copier: _Copier, threads: bool) -> Iterator[_Helpers | None]:
+        if copier.render is None or BLOCK_READERS < 2 or not threads or not _shareable(copier.source, copier.src):
+            yield None
+            return
+        with ExitStack() as stack:
+            conns = [stack.enter_context(raw_connection(copier.source)) for _ in range(BLOCK_READERS)]
+            for conn in conns:
+                if conn.dialect == "mysql":
+                    conn.execute(f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX}")
+            helpers = _Helpers(conns)
+            try:
+                yield helpers
+            finally:
+                helpers.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _shareable(engine: Engine, conn: RawConn) -> bool:
+    """Whether another connection of ``engine`` sees the same database (a SQLite file, or a
+    server), not a private in-memory one."""
+    if conn.dialect != "sqlite":
+        return True
+    database = engine.url.database or ""
+    return bool(database) and database != ":memory:" and "mode=memory" not in str(engine.url)
+
+
+class _Watched:
+    """An iterator that remembers whether it raised."""
+
+    def __init__(self, items: Iterator[Any]):
+        self.items = items
+        self.failed = False
+
+    def __iter__(self) -> _Watched:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self.items)
+        except StopIteration:
+            raise
+        except BaseException:
+            self.failed = True
+            raise
 
 
 class _Run:
@@ -792,6 +941,10 @@ class _StreamDigest:
         self.rows = 0
         self.valid = True
         self.body = BinaryCopyBody(self.hash.update) if binary else None
+
+    def add(self, data: bytes, rows: int) -> None:
+        self.hash.update(data)
+        self.rows += rows
 
     @property
     def ok(self) -> bool:
@@ -956,30 +1109,35 @@ def _verify_stream(copier: _Copier, digest: _StreamDigest) -> _Outcome | None:
     """Compare the target, read back in key order, with what the source sent; None when they
     differ (the caller then compares canonical lines, which also names the first difference).
 
-    A table the copy filled holds its rows in the order they were written, which is key order,
-    so a plain scan is tried first; if that differs, the rows are read again sorted by key."""
+    (The order the table stores its rows in is not enough: PostgreSQL puts a row that fits
+    into room left on an earlier page.)"""
     tsql = copier.tsql
-    select = f"SELECT {tsql.cols(copier.tcols)} FROM {tsql.name}"
-    outcome = _target_stream(copier, digest, select)
-    if outcome is None:
-        outcome = _target_stream(copier, digest, f"{select} ORDER BY {tsql.order(copier.tkey)}")
+    select = f"SELECT {tsql.cols(copier.tcols)} FROM {tsql.name} ORDER BY {tsql.order(copier.tkey)}"
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # meanwhile the source is counted again: a row written to it during the copy makes the
+        # comparison fall back to reading both sides (SQLite connections stay on this thread)
+        later = pool.submit(_target_stream, copier.tgt, digest, select)
+        rows = copier.src.fetch(copier.ssql.count())
+        copier.src.commit()
+        outcome = later.result()
+    if not rows or int(rows[0][0]) != digest.rows:
+        return None
     return outcome
 
 
-def _target_stream(copier: _Copier, digest: _StreamDigest, select: str) -> _Outcome | None:
-    tgt = copier.tgt
-    cur = tgt.dbapi.cursor()
-    try:  # PostgreSQL's output of dates, times and bytea depends on these; a synchronised scan
-        # could start half-way through the table
+def _target_stream(conn: RawConn, digest: _StreamDigest, select: str) -> _Outcome | None:
+    cur = conn.dbapi.cursor()
+    try:  # PostgreSQL's output of dates, times and bytea depends on these; the key's index
+        # gives the order (sorting a big table would spill to disk)
         cur.execute(
             "SELECT set_config('DateStyle', 'ISO, MDY', true), set_config('TimeZone', 'UTC', true), "
             "set_config('bytea_output', 'hex', true), set_config('IntervalStyle', 'postgres', true), "
-            "set_config('synchronize_seqscans', 'off', true)"
+            "set_config('enable_sort', 'off', true)"
         )
     finally:
         cur.close()
     target = hashlib.sha256()
-    reader = CopyOutReader(tgt, f"COPY ({select}) TO STDOUT" + (" (FORMAT BINARY)" if digest.binary else ""))
+    reader = CopyOutReader(conn, f"COPY ({select}) TO STDOUT" + (" (FORMAT BINARY)" if digest.binary else ""))
     valid = True
     if digest.binary:
         body = BinaryCopyBody(target.update)
@@ -990,7 +1148,7 @@ def _target_stream(copier: _Copier, digest: _StreamDigest, select: str) -> _Outc
     else:
         for data, _ in reader:
             target.update(data)
-    tgt.rollback()
+    conn.rollback()
     if not valid or reader.rows != digest.rows or target.digest() != digest.hash.digest():
         return None
     kind = "binary" if digest.binary else "text"

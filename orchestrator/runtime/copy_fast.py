@@ -218,9 +218,7 @@ def _mysql_field(sql: TableSql, pair: ColumnPair) -> _Field | None:
 # SQLite: string literals have no escapes, so '\N' is a backslash and an N
 _S_NULL = "'\\N'"
 _S_BAD = "'\\xff'"  # COPY text for the byte 0xff: never valid UTF-8, so PostgreSQL refuses the row
-_D = "[0-9]"
-_DT19 = f"{_D * 4}-{_D * 2}-{_D * 2} {_D * 2}:{_D * 2}:{_D * 2}"
-_D10 = f"{_D * 4}-{_D * 2}-{_D * 2}"
+_DT19_SHAPE = "____-__-__ __:__:__"
 
 
 def _sqlite_escape(v: str) -> str:
@@ -275,26 +273,33 @@ def _sqlite_field(sql: TableSql, pair: ColumnPair) -> _Field | None:
             return None
 
         def text(value: str) -> str:
-            if t.max_length is not None:
-                value = f"CASE WHEN length({x}) <= {int(t.max_length)} THEN {value} ELSE {_S_BAD} END"
+            if t.max_length is not None:  # no more bytes than that is no more characters either
+                n = int(t.max_length)
+                value = (
+                    f"CASE WHEN length(CAST({x} AS BLOB)) <= {n} OR length({x}) <= {n} THEN {value} ELSE {_S_BAD} END"
+                )
             return f"CASE typeof({x}) WHEN 'text' THEN {value} WHEN 'null' THEN {_S_NULL} ELSE {_S_BAD} END"
 
         return _Field(text(x), text(_sqlite_escape(x)), isnull, exact)
     if t.kind == "datetime" and s.kind == "datetime" and t.fsp == 6:
-        shapes = [f"WHEN 19 THEN {x} GLOB '{_DT19}'"]
-        shapes += [f"WHEN {20 + n} THEN {x} GLOB '{_DT19}.{_D * n}'" for n in range(6, 0, -1)]
-        valid = f"typeof({x}) = 'text' AND CASE length({x}) {' '.join(shapes)} ELSE 0 END"
-        # no trailing fractional zeros, as PostgreSQL writes it (the point stops the trim)
-        value = f"CASE WHEN length({x}) = 19 THEN {x} ELSE rtrim(rtrim({x}, '0'), '.') END"
-        if t.timezone:
-            value = f"{value} || '+00'"
-        v = f"CASE WHEN {valid} THEN {value} WHEN {x} IS NULL THEN {_S_NULL} ELSE {_S_BAD} END"
+        # 'YYYY-MM-DD HH:MM:SS' and up to 6 fractional digits: LIKE fixes where the separators
+        # are, julianday() that every other place holds a digit (and that no time zone follows);
+        # written without trailing fractional zeros, as PostgreSQL writes it back
+        suffix = " || '+00'" if t.timezone else ""
+        trimmed = f"CASE WHEN substr({x}, -1) = '0' THEN rtrim(rtrim({x}, '0'), '.') ELSE {x} END{suffix}"
+        shapes = [
+            f"WHEN {20 + n} THEN CASE WHEN {x} LIKE '{_DT19_SHAPE}.{'_' * n}' THEN {trimmed} ELSE {_S_BAD} END"
+            for n in range(6, 0, -1)
+        ]
+        shapes.append(f"WHEN 19 THEN CASE WHEN {x} LIKE '{_DT19_SHAPE}' THEN {x}{suffix} ELSE {_S_BAD} END")
+        v = (
+            f"CASE WHEN {x} IS NULL THEN {_S_NULL} WHEN typeof({x}) = 'text' AND julianday({x}) IS NOT NULL "
+            f"THEN CASE length({x}) {' '.join(shapes)} ELSE {_S_BAD} END ELSE {_S_BAD} END"
+        )
         return _Field(v, v, isnull, True)
     if t.kind == "date" and s.kind == "date":
-        v = (
-            f"CASE WHEN typeof({x}) = 'text' AND {x} GLOB '{_D10}' THEN {x} "
-            f"WHEN {x} IS NULL THEN {_S_NULL} ELSE {_S_BAD} END"
-        )
+        valid = f"typeof({x}) = 'text' AND length({x}) = 10 AND {x} LIKE '____-__-__' AND julianday({x}) IS NOT NULL"
+        v = f"CASE WHEN {valid} THEN {x} WHEN {x} IS NULL THEN {_S_NULL} ELSE {_S_BAD} END"
         return _Field(v, v, isnull, True)
     if t.kind == "binary" and s.kind == "binary":
         v = f"CASE typeof({x}) WHEN 'blob' THEN '\\\\x' || lower(hex({x})) WHEN 'null' THEN {_S_NULL} ELSE {_S_BAD} END"

@@ -1,5 +1,8 @@
 """Database I/O for copy steps: SQL text built from reflected, quoted identifiers; raw DBAPI
-connections; streaming readers; batch writers (psycopg COPY, executemany).
+connections; streaming readers; batch writers (psycopg COPY, executemany); and the pieces of
+the block fast path: a ``COPY ... TO STDOUT`` reader that skips psycopg's per-row overhead, the
+binary COPY body (what stays when header and trailer are cut), the check that a block of
+unescaped COPY text is exact, and a reader thread that stays a few blocks ahead.
 
 Values always travel as bound parameters (or COPY data); SQL text only ever holds identifiers
 that were found in the reflected table and quoted by the dialect's identifier preparer.
@@ -7,6 +10,7 @@ that were found in the reflected table and quoted by the dialect's identifier pr
 
 from __future__ import annotations
 
+import gc
 import re
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -464,6 +468,34 @@ def pg_error_location(exc: BaseException) -> tuple[int | None, str | None]:
 # --- streaming: COPY out in blocks, COPY in on a thread ------------------------------------------
 
 
+class _GcPause:
+    """The cyclic garbage collector off while at least one reader runs (readers may run on
+    several threads at once)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.was_enabled = False
+
+    def enter(self) -> None:
+        with self.lock:
+            if self.depth == 0:
+                self.was_enabled = gc.isenabled()
+                gc.disable()
+            self.depth += 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.depth -= 1
+            if self.depth == 0 and self.was_enabled:
+                gc.enable()
+
+
+_GC_PAUSE = _GcPause()
+
+
 class CopyOutReader:
     """The data of a PostgreSQL ``COPY ... TO STDOUT`` as (bytes, messages) blocks of about
     ``block_bytes``, read straight from libpq: psycopg's own reader costs a Python generator
@@ -482,6 +514,9 @@ class CopyOutReader:
 
         from psycopg import pq
 
+        # each message comes as a new tuple and memoryview: with the collector on, a million
+        # of them cost more in collections than in reading; nothing here makes a cycle
+        _GC_PAUSE.enter()
         cur = self.conn.dbapi.cursor()
         try:
             with cur.copy(self.sql, self.params):  # psycopg starts it (and cancels it on error)
@@ -519,6 +554,7 @@ class CopyOutReader:
                 self.rows = int(result.command_tuples or 0)
         finally:
             cur.close()
+            _GC_PAUSE.leave()
 
 
 def _copy_out_error(pgconn: Any, result: Any) -> Exception:

@@ -119,6 +119,8 @@ def test_resume_after_sigkill(src: str, dst: str, make_database: MakeDatabase, t
     assert count(dst_url, "events") == N_ROWS
     assert result.rows_copied == N_ROWS
     assert result.rows_skipped == 0
+    if dst == "postgresql":  # the rows copied before the kill were hashed again from the source
+        assert result.checksum.startswith("sha256-text:")
     assert checksum_table(engine(src_url), "events", COLUMNS, ["id"]) == checksum_table(
         engine(dst_url), "events", COLUMNS, ["id"]
     )

@@ -130,7 +130,16 @@ def test_full_precision_decimals_and_big_integers(src: str, dst: str, make_datab
     assert got == sorted((r["id"], r["v"], r["n"]) for r in rows)
 
 
-@pytest.mark.parametrize(("src", "dst"), [("sqlite", "postgresql"), ("sqlite", "mysql"), ("postgresql", "sqlite")])
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [
+        ("sqlite", "postgresql"),
+        ("mysql", "postgresql"),
+        ("postgresql", "postgresql"),
+        ("sqlite", "mysql"),
+        ("postgresql", "sqlite"),
+    ],
+)
 def test_database_refusal_is_located(src: str, dst: str, make_database: MakeDatabase) -> None:
     """A CHECK constraint only the target database knows: the row is still named."""
     require_server(src)

@@ -42,7 +42,13 @@ def make_people(url: str, n: int) -> None:
 
 @pytest.mark.parametrize(
     ("src", "dst"),
-    [("sqlite", "postgresql"), ("postgresql", "postgresql"), ("postgresql", "sqlite"), ("sqlite", "mysql")],
+    [
+        ("sqlite", "postgresql"),
+        ("mysql", "postgresql"),
+        ("postgresql", "postgresql"),
+        ("postgresql", "sqlite"),
+        ("sqlite", "mysql"),
+    ],
 )
 def test_trigger_altering_values_fails_verification(src: str, dst: str, make_database: MakeDatabase) -> None:
     require_server(src)
