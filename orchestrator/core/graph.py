@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from orchestrator.core.model import CopySpec, Manifest, Revision, Service, copy_node_id, node_id
+from orchestrator.core.model import CopySpec, Manifest, Revision, Service, node_id
 from orchestrator.errors import (
     AmbiguousReferenceError,
     CycleError,
@@ -303,7 +303,3 @@ def _reach(adjacency: dict[str, dict[str, EdgeKind]], start: str) -> set[str]:
 
 def _close(word: str, options: list[str]) -> list[str]:
     return difflib.get_close_matches(word, options, n=2, cutoff=0.5)
-
-
-def copy_nodes(graph: FleetGraph) -> tuple[str, ...]:
-    return tuple(sorted(copy_node_id(c.name) for c in graph.manifest.copies))

@@ -7,11 +7,7 @@ and it is opened read-only when it does.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
-
-from orchestrator.core.manifest import service_url
-from orchestrator.core.model import Manifest
 
 
 def _missing_sqlite_file(url: str) -> bool:
@@ -75,18 +71,6 @@ def _read(engine: Any, version_table: str) -> tuple[tuple[str, ...], bool]:
         table = sa.table(version_table, sa.column("version_num"))
         rows = conn.execute(sa.select(table.c.version_num)).scalars().all()
         return tuple(sorted(str(r) for r in rows)), True
-
-
-def read_env_heads(
-    manifest: Manifest, env: str, services: list[str] | None = None, environ: Mapping[str, str] | None = None
-) -> dict[str, tuple[str, ...]]:
-    out: dict[str, tuple[str, ...]] = {}
-    for spec in manifest.services:
-        if services is not None and spec.name not in services:
-            continue
-        url = service_url(manifest, env, spec.name, environ)
-        out[spec.name] = read_heads(url, spec.version_table, spec.name)
-    return out
 
 
 def drop_empty_version_table(url: str, version_table: str = "alembic_version") -> bool:
