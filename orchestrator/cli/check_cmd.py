@@ -38,8 +38,9 @@ def check(
         typer.Option(
             "--env",
             "-e",
-            help="Also check against this environment's state (read only when given; --roundtrip runs on its "
-            "databases unless --scratch-url is given).",
+            help="Also check against this environment's state (read only when given). With --roundtrip and no "
+            "--scratch-url, the round trip runs on its databases: only for an env declared `scratch = true`, "
+            "which is returned to the revisions it was found at.",
         ),
     ] = None,
     roundtrip: Annotated[

@@ -19,7 +19,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 _TOP_KEYS = {"plans_dir", "default_env", "services", "envs", "copies", "requires"}
 _SERVICE_KEYS = {"script_location", "version_table", "target_metadata", "naming_convention"}
-_ENV_KEYS = {"url", "urls", "state_url", "protected"}
+_ENV_KEYS = {"url", "urls", "state_url", "protected", "scratch"}
 _COPY_KEYS = {
     "name",
     "source",
@@ -227,9 +227,7 @@ def parse_manifest(data: dict[str, Any], *, file: str, root: str, prefix: str = 
                     f"no database URL for service(s) {', '.join(missing)}",
                     hint='set url = "...{service}..." or one entry per service under [' + key + ".urls]",
                 )
-        protected = table.get("protected", False)
-        if not isinstance(protected, bool):
-            raise r.fail(f"{key}.protected", f"expected true or false, got {_kind(protected)}")
+        protected, scratch = _env_flags(r, table, key)
         for k, v in [(f"{key}.url", url), (f"{key}.state_url", table.get("state_url"))] + [
             (f"{key}.urls.{s}", u) for s, u in urls
         ]:
@@ -242,6 +240,7 @@ def parse_manifest(data: dict[str, Any], *, file: str, root: str, prefix: str = 
                 urls=tuple(urls),
                 state_url=r.string(table, "state_url", key),
                 protected=protected,
+                scratch=scratch,
             )
         )
     env_names = {e.name for e in envs}
@@ -328,6 +327,24 @@ def parse_manifest(data: dict[str, Any], *, file: str, root: str, prefix: str = 
         plans_dir=str(Path(root, plans_dir)),
         default_env=default_env,
     )
+
+
+def _env_flags(r: _Reader, table: dict[str, Any], key: str) -> tuple[bool, bool]:
+    """``protected`` and ``scratch`` of one env: booleans, and not both true."""
+    flags: list[bool] = []
+    for name in ("protected", "scratch"):
+        value = table.get(name, False)
+        if not isinstance(value, bool):
+            raise r.fail(f"{key}.{name}", f"expected true or false, got {_kind(value)}")
+        flags.append(value)
+    protected, scratch = flags
+    if protected and scratch:
+        raise r.fail(
+            f"{key}.scratch",
+            "an environment cannot be both protected (its data matters) and scratch (its databases are throw-away)",
+            hint=f"remove `scratch = true` from [{key}], or `protected = true` if its databases really are throw-away",
+        )
+    return protected, scratch
 
 
 def _check_var_syntax(r: _Reader, key: str, value: str) -> None:

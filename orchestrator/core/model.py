@@ -64,6 +64,7 @@ class EnvSpec:
     urls: tuple[tuple[str, str], ...] = ()  # per-service overrides
     state_url: str | None = None
     protected: bool = False
+    scratch: bool = False  # throw-away databases: `check --roundtrip --env` may run on them
 
     def raw_url_for(self, service: str) -> str | None:
         for name, url in self.urls:

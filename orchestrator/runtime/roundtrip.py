@@ -8,10 +8,15 @@ upgrade) and up to its heads once more. Copy steps move rows, not schema: they a
 
 A service whose step fails stops there (its database is in an unknown state); the other
 services' databases are independent and go on.
+
+On an environment's own databases (``roundtrip_in_env``, only for an env the manifest declares
+``scratch = true``), each service's revisions are recorded first and every service is brought
+back to them at the end, whatever happened; rows that a downgrade dropped do not come back.
 """
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,11 +28,15 @@ from orchestrator.core.checks.findings import Finding, finding, relative
 from orchestrator.core.checks.rules import RuleOutcome, SourceIndex
 from orchestrator.core.graph import FleetGraph
 from orchestrator.core.redact import redact_text
+from orchestrator.errors import EXIT_NEEDS_ATTENTION, MigrateError
 from orchestrator.runtime.alembic_runner import run_revisions
-from orchestrator.runtime.engines import create_engine
+from orchestrator.runtime.engines import create_engine, sqlite_path
+from orchestrator.runtime.state import drop_empty_version_table, read_state
 
 # (node, phase): phase is "upgrade", "downgrade", "reupgrade", "to-base" or "to-heads"
 RoundtripHook = Callable[[str, str], None]
+
+EXIT_INTERRUPTED = 130  # Ctrl-C, as the shell reports it
 
 Column = tuple[str, str, bool, str | None]  # name, type, nullable, default
 
@@ -387,3 +396,165 @@ def _creator(runner: _Runner, service: str, table: str) -> str | None:
         if table in src.text and any(op.kind == "create_table" and op.table == table for op in src.ops):
             found = rev.node
     return found
+
+
+# -- on an environment's own databases ----------------------------------------------------
+Found = Mapping[str, tuple[tuple[str, ...], bool]]  # service -> (revisions, version table existed)
+
+
+@dataclass(frozen=True)
+class Returned:
+    """Where ``return_to`` left each service: ``states`` for every service, ``problems`` for
+    those it could not bring back (what state each is in, and why)."""
+
+    states: tuple[str, ...]
+    problems: tuple[tuple[str, str], ...]
+
+
+def roundtrip_in_env(
+    graph: FleetGraph,
+    env: str,
+    urls: Mapping[str, str],
+    steps: Sequence[str],
+    *,
+    applied: Collection[str] = (),
+    sources: SourceIndex | None = None,
+    hook: RoundtripHook | None = None,
+) -> RuleOutcome:
+    """The round trip on the databases of ``env`` (declared ``scratch = true``). Each service's
+    revisions are recorded first and restored afterwards whatever happens: after a finding,
+    after a revision that raises, after Ctrl-C (then ``RoundtripInterrupted`` is raised)."""
+    services = sorted(graph.services)
+    found = {s: read_state(urls[s], graph.services[s].spec.version_table, s) for s in services}
+    rows = {s: _row_counts(urls[s], graph.services[s].spec.version_table) for s in services}
+    where = f"the databases of env '{env}' (scratch)"
+    try:
+        outcome = roundtrip(graph, urls, steps, applied=applied, sources=sources, where=where, hook=hook)
+    except BaseException as exc:  # whatever happened, the databases go back first
+        back = return_to(graph, urls, found, hook)
+        if isinstance(exc, KeyboardInterrupt):
+            raise RoundtripInterrupted(env, back) from None
+        if isinstance(exc, MigrateError):
+            code = EXIT_NEEDS_ATTENTION if back.problems else exc.exit_code
+            raise MigrateError(f"{exc.message}; {_summary(env, back)}", exc.hint, exit_code=code) from exc
+        raise
+    back = return_to(graph, urls, found, hook)
+    notes = [_summary(env, back), *_lost_rows(urls, graph, rows, back)]
+    problems = tuple(
+        finding(
+            "MG605",
+            service,
+            f"env '{env}': '{service}' {state}",
+            f"bring '{service}' back by hand (alembic downgrade/upgrade), then `migrate stamp --env {env}` "
+            "if its version table is wrong",
+        )
+        for service, state in back.problems
+    )
+    return RuleOutcome(
+        outcome.group, outcome.subjects, outcome.findings + problems, outcome.skipped, outcome.notes + tuple(notes)
+    )
+
+
+class RoundtripInterrupted(MigrateError):
+    """Ctrl-C during a round trip on an environment's databases, after returning them."""
+
+    def __init__(self, env: str, back: Returned):
+        super().__init__(
+            f"interrupted; {_summary(env, back)}",
+            "the databases that could not be returned need attention" if back.problems else None,
+            exit_code=EXIT_NEEDS_ATTENTION if back.problems else EXIT_INTERRUPTED,
+        )
+
+
+def return_to(graph: FleetGraph, urls: Mapping[str, str], found: Found, hook: RoundtripHook | None) -> Returned:
+    """Downgrade or upgrade each service (with Alembic) back to the revisions in ``found``."""
+    runner = _Runner(graph, urls, SourceIndex(graph), hook)
+    states: list[str] = []
+    problems: list[tuple[str, str]] = []
+    try:
+        for service, (revisions, existed) in sorted(found.items()):
+            shown = _at(service, revisions) if revisions else f"{service} at base"
+            try:
+                problem = _return_service(runner, service, revisions, existed)
+            except Exception as exc:  # an unreachable database, a broken version table...
+                problem = f"could not be returned to {shown}: {error_text(exc, graph.manifest.root)}"
+            if problem is None:
+                states.append(shown)
+            else:
+                problems.append((service, problem))
+                states.append(f"{service}: {problem}")
+    finally:
+        runner.close()
+    return Returned(tuple(states), tuple(problems))
+
+
+def _return_service(runner: _Runner, service: str, revisions: tuple[str, ...], existed: bool) -> str | None:
+    """Bring one service back to ``revisions``; what state it is in if that fails."""
+    graph = runner.graph
+    spec = graph.services[service].spec
+    url = runner.urls[service]
+    now = read_state(url, spec.version_table, service)[0]
+    have = graph.service_ancestors(service, now)
+    want = graph.service_ancestors(service, revisions)
+    stuck = next((n for n in graph.order(have - want) if graph.revisions[n].irreversible), None)
+    if stuck is not None:
+        return f"is at {_at(service, now)}, not {_at(service, revisions)}: {stuck} is irreversible"
+    steps = [(n, False) for n in reversed(graph.order(have - want))] + [(n, True) for n in graph.order(want - have)]
+    for node, upgrade in steps:
+        runner.notify(node, "return")
+        error = runner.run(node, upgrade=upgrade)
+        if error is not None:
+            now = read_state(url, spec.version_table, service)[0]
+            way = "upgrading" if upgrade else "downgrading"
+            return f"is at {_at(service, now)}, not {_at(service, revisions)}: {way} {node} failed: {error}"
+    now = read_state(url, spec.version_table, service)[0]
+    if set(now) != set(revisions):
+        return f"is at {_at(service, now)}, not {_at(service, revisions)}"
+    if not existed and not revisions:
+        drop_empty_version_table(url, spec.version_table)
+    return None
+
+
+def _at(service: str, revisions: Sequence[str]) -> str:
+    return " + ".join(f"{service}@{r}" for r in sorted(revisions)) if revisions else "base"
+
+
+def _summary(env: str, back: Returned) -> str:
+    if not back.problems:
+        return f"env '{env}' was returned to the revisions it was found at: " + ", ".join(back.states)
+    return f"env '{env}' was NOT fully returned to the revisions it was found at: " + "; ".join(back.states)
+
+
+def _row_counts(url: str, version_table: str) -> dict[str, int]:
+    """Rows in each table of a database (none for a SQLite file that does not exist)."""
+    path = sqlite_path(url)
+    if path is not None and not os.path.exists(path):
+        return {}
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            names = [t for t in sa.inspect(conn).get_table_names() if t != version_table]
+            return {
+                t: int(conn.execute(sa.select(sa.func.count()).select_from(sa.table(t))).scalar_one()) for t in names
+            }
+    finally:
+        engine.dispose()
+
+
+def _lost_rows(
+    urls: Mapping[str, str], graph: FleetGraph, before: Mapping[str, dict[str, int]], back: Returned
+) -> list[str]:
+    """Notes on tables whose row count changed: a downgrade that drops a table (or the way
+    down to base) cannot give its rows back; the revision state comes back, the rows do not."""
+    failed = {s for s, _ in back.problems}
+    changed: list[str] = []
+    for service, counts in sorted(before.items()):
+        if service in failed:
+            continue
+        after = _row_counts(urls[service], graph.services[service].spec.version_table)
+        for table, n in sorted(counts.items()):
+            if after.get(table, 0) != n:
+                changed.append(f"{service}.{table}: {n} row(s) before, {after.get(table, 0)} now")
+    if not changed:
+        return []
+    return ["rows the round trip could not give back (a downgrade dropped them): " + "; ".join(changed)]

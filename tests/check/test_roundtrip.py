@@ -134,8 +134,9 @@ def test_roundtrip_names_an_upgrade_or_downgrade_that_raises(tmp_path: Path, dia
 
 
 def test_roundtrip_on_an_environment_checks_the_way_down_to_base(tmp_path: Path, make_database: MakeDatabase) -> None:
-    """env ci: app is already at a1, whose downgrade forgets its table; a2 is pending.
-    The step-by-step part only sees a2; going down to base finds what a1 leaves behind."""
+    """env ci (scratch = true): app is already at a1, whose downgrade forgets its table; a2 is
+    pending. The step-by-step part only sees a2; going down to base finds what a1 leaves
+    behind, and the table it left makes the return to a1 fail: exit 4, naming where app is."""
     url = make_database("postgresql")
     root = workspace(
         tmp_path,
@@ -147,16 +148,20 @@ def test_roundtrip_on_an_environment_checks_the_way_down_to_base(tmp_path: Path,
         },
         envs={"ci": {"app": url}},
     )
+    manifest = root / "migrate.toml"
+    manifest.write_text(manifest.read_text() + "\n[envs.ci]\nscratch = true\n", encoding="utf-8")
     spec = ServiceSpec("app", str(root / "services" / "app"))
     engine = create_engine(url)
     with engine.connect() as conn:
         run_revisions(spec, url, conn, ["a1"], upgrade=True)
     code, data = check_json(root, "--env", "ci", "--roundtrip")
-    assert code == 1
-    [f] = data["findings"]
-    assert (f["code"], f["node"]) == ("MG604", "app@a1")
-    assert "tables remain: kept" in f["message"]
-    assert data["summary"]["roundtrip"] == "the databases of env 'ci'"
+    assert code == 4
+    got = {f["code"]: f for f in data["findings"]}
+    assert sorted(got) == ["MG604", "MG605"]
+    assert got["MG604"]["node"] == "app@a1" and "tables remain: kept" in got["MG604"]["message"]
+    assert got["MG605"]["node"] == "app"
+    assert "'app' is at base, not app@a1: upgrading app@a1 failed" in got["MG605"]["message"]
+    assert data["summary"]["roundtrip"] == "the databases of env 'ci' (scratch)"
     with engine.connect() as conn:
         assert sa.inspect(conn).has_table("kept")
     engine.dispose()

@@ -211,6 +211,18 @@ CASES: list[tuple[str, Any, str, str]] = [
         "services",
         "no services are registered",
     ),
+    (
+        "scratch-not-boolean",
+        lambda root, d: d["envs"]["dev"].update(scratch="yes"),
+        "envs.dev.scratch",
+        "expected true or false, got a string",
+    ),
+    (
+        "scratch-and-protected",
+        lambda root, d: d["envs"]["prod"].update(protected=True, scratch=True),
+        "envs.prod.scratch",
+        "an environment cannot be both protected (its data matters) and scratch (its databases are throw-away)",
+    ),
 ]
 
 

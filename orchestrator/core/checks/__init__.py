@@ -8,7 +8,7 @@ from __future__ import annotations
 from orchestrator.core.checks.findings import CODES, RULES, Finding, Level, finding
 from orchestrator.core.checks.result import FORMAT, CheckResult
 from orchestrator.core.checks.rules import RuleOutcome, SourceIndex
-from orchestrator.core.checks.runner import evaluate, failed_load
+from orchestrator.core.checks.runner import evaluate, failed_load, refuse_roundtrip_in_env
 
 __all__ = [
     "CODES",
@@ -22,4 +22,5 @@ __all__ = [
     "evaluate",
     "failed_load",
     "finding",
+    "refuse_roundtrip_in_env",
 ]

@@ -67,6 +67,7 @@ CODES: dict[str, Code] = {
         Code("MG602", "error", "roundtrip", "upgrade failed"),
         Code("MG603", "error", "roundtrip", "downgrade failed"),
         Code("MG604", "error", "roundtrip", "tables remain after downgrading to base"),
+        Code("MG605", "error", "roundtrip", "the environment was not returned to the revisions it was found at"),
     )
 }
 

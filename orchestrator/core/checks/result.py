@@ -8,7 +8,7 @@ from typing import Any
 
 from orchestrator.core.checks.findings import RULES, Finding, Level, at_least
 from orchestrator.core.checks.rules import RuleOutcome
-from orchestrator.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_STEP_FAILED
+from orchestrator.errors import EXIT_BAD_INPUT, EXIT_NEEDS_ATTENTION, EXIT_OK, EXIT_STEP_FAILED
 
 FORMAT = "migrate-check/1"
 
@@ -41,9 +41,13 @@ class CheckResult:
         return tuple(f for f in self.findings if at_least(f.level, fail_on))
 
     def exit_code(self, fail_on: Level = "error") -> int:
-        """2 when the workspace could not load, else 1 if a finding is at ``fail_on`` or above."""
+        """2 when the workspace could not load; 4 when the round trip could not return an
+        environment to the revisions it found (MG605); else 1 if a finding is at ``fail_on``
+        or above."""
         if self.load_failed:
             return EXIT_BAD_INPUT
+        if any(f.code == "MG605" for f in self.findings):
+            return EXIT_NEEDS_ATTENTION
         return EXIT_STEP_FAILED if self.failing(fail_on) else EXIT_OK
 
     @property

@@ -20,7 +20,7 @@ from orchestrator.core.checks.rules import (
     check_heads,
 )
 from orchestrator.core.graph import FleetGraph
-from orchestrator.core.model import Manifest, Service
+from orchestrator.core.model import EnvSpec, Manifest, Service
 from orchestrator.errors import MigrateError
 
 
@@ -147,4 +147,19 @@ def failed_load(
         env=env,
         since=since,
         plan_file=plan_file,
+    )
+
+
+def refuse_roundtrip_in_env(env: EnvSpec, manifest_path: str) -> None:
+    """``check --roundtrip --env E`` runs on E's own databases: only an env the manifest
+    declares throw-away (``scratch = true``) may be used so; anything else is refused (exit 2)."""
+    if env.scratch:
+        return
+    why = "it is protected" if env.protected else "the manifest does not declare it throw-away (scratch = true)"
+    raise MigrateError(
+        f"--roundtrip --env {env.name} would upgrade, downgrade and take to base the databases of env "
+        f"'{env.name}', and {why}; nothing was touched",
+        "round-trip on scratch databases instead: add --scratch-url SERVER_URL (throw-away databases "
+        "created and dropped on that server), or drop --env (temporary SQLite files)"
+        + ("" if env.protected else f"; or set `scratch = true` under [envs.{env.name}] in {manifest_path}"),
     )
