@@ -199,9 +199,12 @@ def _load_many(specs: list[ServiceSpec]) -> list[dict[str, dict[str, Any]]]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from orchestrator.lifeline import bind_to_parent
+
     # fork: the children inherit the imported modules, so they start at once; only safe in
-    # a single-threaded parent, which is checked above.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    # a single-threaded parent, which is checked above. They die with it (see lifeline).
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=bind_to_parent, initargs=(os.getpid(),)) as pool:
         return list(pool.map(_load_with_alembic, specs, chunksize=max(1, len(specs) // (workers * 4))))
 
 
