@@ -94,6 +94,14 @@ class LockHeldError(MigrateError):
     exit_code = EXIT_CONFLICT
 
 
+class ConfirmationNeededError(MigrateError):
+    """An action needs --yes or, on a terminal, the environment's name typed back."""
+
+    def __init__(self, message: str, hint: str | None = None, *, env: str):
+        super().__init__(message, hint)
+        self.env = env
+
+
 class StepFailedError(MigrateError):
     exit_code = EXIT_STEP_FAILED
 

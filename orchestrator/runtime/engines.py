@@ -35,7 +35,11 @@ def sqlite_path(url: str) -> str | None:
 
 
 def _transactional_sqlite(engine: sa.Engine) -> None:
-    """Make pysqlite run DDL inside real transactions (SQLAlchemy's documented recipe)."""
+    """Make pysqlite run DDL inside real transactions (SQLAlchemy's documented recipe).
+
+    A transaction that reads before it writes and must not fail when another writer got in
+    first (SQLite refuses to upgrade a reader to a writer then, whatever the busy timeout)
+    asks for the write lock up front: ``engine.execution_options(sqlite_begin="IMMEDIATE")``."""
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -45,7 +49,8 @@ def _transactional_sqlite(engine: sa.Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        mode = conn.get_execution_options().get("sqlite_begin")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
 
 
 def create_engine(url: str, *, create_sqlite_dir: bool = True, **kw: Any) -> sa.Engine:
