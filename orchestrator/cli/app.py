@@ -15,7 +15,7 @@ from orchestrator import api
 from orchestrator.cli import render
 from orchestrator.cli.console import err, out, print_json, print_raw
 from orchestrator.core.redact import redact_text
-from orchestrator.errors import MigrateError
+from orchestrator.errors import ConfirmationNeededError, MigrateError
 
 app = typer.Typer(
     name="migrate",
@@ -199,9 +199,16 @@ def _confirm(project: api.Project, env: str | None, yes: bool) -> bool:
     if yes:
         return True
     name = project.env(env)
-    if not project.manifest.env(name).protected or not sys.stdin.isatty():
+    if not project.manifest.env(name).protected:
         return False
-    err.print(f"env [bold]{name}[/] is protected. Type its name to go on: ", end="")
+    return _typed_name(name, f"env [bold]{escape(name)}[/] is protected.")
+
+
+def _typed_name(name: str, why: str) -> bool:
+    """On a terminal: say why (rich markup), ask for the environment's name, check the answer."""
+    if not sys.stdin.isatty():
+        return False
+    err.print(f"{why} Type its name to go on: ", end="")
     answer = sys.stdin.readline().strip()
     return answer == name
 
@@ -216,6 +223,8 @@ def _render_run(result: Any, as_json: bool) -> None:
                 out.print(render.plan_table(api.PlanResult(result.plan), title=title))
                 if result.sql:
                     print_raw(render.plan_sql_text(api.PlanResult(result.plan, result.sql)))
+                for note in getattr(result, "reverts", ()):
+                    out.print(f"{note.node}: would {note.text}.", highlight=False)
         style = {0: "green", 1: "red", 4: "bold red"}.get(result.exit_code, "yellow")
         err.print(f"[{style}]{result.message}[/]", highlight=False)
         for step in result.next_steps:
@@ -296,17 +305,61 @@ def rollback(
 
 @app.command()
 @handles_errors
-def unlock(env: EnvOpt = None, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
-    """Release an environment's lock whose holder is gone."""
+def unlock(
+    env: EnvOpt = None,
+    yes: YesOpt = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Release it even while its holder may be alive (recorded in the journal).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Release an environment's lock whose holder is gone (--force: even one that may be alive)."""
     from orchestrator import executor
 
-    released = executor.unlock(project(), env, yes)
+    proj = project()
+    try:
+        result = executor.unlock(proj, env, yes, force=force)
+    except ConfirmationNeededError as exc:
+        if not _typed_name(exc.env, escape(redact_text(exc.message))):
+            raise
+        result = executor.unlock(proj, env, True, force=force)
+    released = result.released
     if as_json:
-        print_json({"released": released.to_json() if released else None})
+        print_json(result.to_json())
     elif released is None:
         err.print("No lock is held.")
+    elif result.forced_record:
+        err.print(
+            f"Force-released the lock of {released.describe()}; journal record {result.forced_record} says so.",
+            highlight=False,
+        )
     else:
-        err.print(f"Released the lock of run {released.run_id} ({released.holder}).", highlight=False)
+        err.print(f"Released the lock of {released.describe()} ({released.liveness()}).", highlight=False)
+
+
+@app.command()
+@handles_errors
+def stamp(
+    ref: Annotated[
+        str, typer.Argument(metavar="SERVICE@REV", help="service@revision (or a unique prefix), @head or @base.")
+    ],
+    env: EnvOpt = None,
+    yes: YesOpt = False,
+    wait: WaitOpt = 0.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record that a database is at a revision without running anything (after a repair by hand)."""
+    from orchestrator import executor
+
+    proj = project()
+    result = executor.stamp(proj, env, ref, confirmed=_confirm(proj, env, yes), wait=wait)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        style = "green" if result.exit_code == 0 else "red"
+        err.print(f"[{style}]{escape(result.message)}[/]", highlight=False)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -149,9 +150,11 @@ def status_extra(result: StatusResult) -> list[str]:
         last = r.get("last_step") or {}
         step = f"; last step {last.get('node')} ({last.get('status')})" if last else ""
         lines.append(
-            f"[bold red]interrupted run[/]: {r['id']} started {r['started']} by {r.get('holder', '?')}{step}; "
-            "`migrate apply` continues it from the databases' real state"
+            f"[bold red]interrupted {escape(r['kind'])} run[/]: {escape(r['id'])} started {r['started']} "
+            f"by {escape(r.get('holder') or '?')}{escape(step)}"
         )
+        if r.get("message"):
+            lines.append(escape(r["message"]))
     if result.lock:
         lk = result.lock
         lines.append(
@@ -218,7 +221,11 @@ def history_tree(runs: list[dict[str, Any]]) -> Tree:
             took = f" {s['seconds']:.2f}s" if s.get("seconds") is not None else ""
             rows = f" {s['rows']:,} rows" if s.get("rows") is not None else ""
             line = Text(f"{s['seq']:>3}. {s['node']} {s['kind']} {s['status']}{took}{rows}")
+            if s.get("kind") == "stamp" and "after" in s:
+                line.append(f"  {', '.join(s['before']) or 'base'} -> {', '.join(s['after']) or 'base'}")
             if s.get("error"):
                 line.append(f"  {s['error']}", style="red")
-            branch.add(line)
+            step = branch.add(line)
+            for statement in s.get("statements") or ():
+                step.add(Text(f"may remain: {statement}", style="yellow"))
     return root
