@@ -106,17 +106,17 @@ def observe(project: Project, env: str, services: Sequence[str] | None = None) -
         results = [read(item) for item in wanted]
     heads = {name: found for (name, _, _), (found, _) in zip(wanted, results, strict=True)}
     unmigrated = [name for (name, _, _), (_, has_table) in zip(wanted, results, strict=True) if not has_table]
-    return ObservedState.of(heads, _completed_copies(project, env), unmigrated)
+    completed, reverting = _copy_states(project, env)
+    return ObservedState.of(heads, completed, unmigrated, reverting)
 
 
-def _completed_copies(project: Project, env: str) -> tuple[str, ...]:
+def _copy_states(project: Project, env: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(completed copies, copies whose revert stopped half-way), from the journal."""
     if not project.manifest.copies:
-        return ()
-    try:
-        from orchestrator.runtime.journal import completed_copies
-    except ImportError:
-        return ()
-    return completed_copies(project.manifest, env, project.environ)
+        return (), ()
+    from orchestrator.runtime.journal import copy_states
+
+    return copy_states(project.manifest, env, project.environ)
 
 
 # -- graph --------------------------------------------------------------------------------
@@ -221,7 +221,99 @@ def status(project: Project, env: str | None = None) -> StatusResult:
         journal = None  # type: ignore[assignment]
     if journal is not None:
         last_run, interrupted, lock = journal.status_summary(project.manifest, name, project.environ)
+    if interrupted is not None:
+        explain_interrupted(project, name, interrupted)
     return StatusResult(name, tuple(rows), copies, last_run, interrupted, lock)
+
+
+def explain_interrupted(project: Project, env: str, run: dict[str, Any]) -> None:
+    """Add to an interrupted run's summary what state it left and what continues it
+    (``message`` and ``continue_with``); each step it stopped in gets ``may_remain``: the step
+    ran on a database without transactional DDL, so part of its statements may have stayed."""
+    from orchestrator.runtime.engines import dialect_of
+
+    for step in run.get("stopped_in", []):
+        try:
+            url = project.url(env, step["service"]) if step["service"] else None
+        except MigrateError:
+            url = None
+        step["may_remain"] = (
+            url is not None and step["kind"] in ("upgrade", "downgrade") and dialect_of(url) in ("mysql", "mariadb")
+        )
+    if run["kind"] == "rollback":
+        text, command = _rollback_advice(project, env, run)
+    elif run.get("failed"):
+        command = f"migrate rollback --env {env} --run {run['id']}"
+        text = (
+            f"it stopped while undoing its steps after {', '.join(run['failed'])} failed"
+            + _listed("; undone so far", run.get("undone", []))
+            + _listed("; still applied", [*run.get("done", []), *(s["node"] for s in run.get("stopped_in", []))])
+            + f". `{command}` finishes the undo; `migrate apply --env {env}` would go forward instead."
+        )
+    else:
+        command = f"migrate apply --env {env}"
+        text = f"`{command}` continues it from the databases' real state."
+    partial = [s for s in run.get("stopped_in", []) if s["may_remain"]]
+    if partial:
+        if run["kind"] == "apply" and not run.get("failed"):
+            text = f"`{command}` continues it from the databases' real state, after the repair below."
+        undoing = run["kind"] == "rollback" or bool(run.get("failed"))
+        text += "".join(" " + _partial_advice(project, env, step, undoing) for step in partial)
+    run["message"] = f"{run['kind']} run {run['id']} was interrupted: {text}"
+    run["continue_with"] = command
+
+
+def _listed(label: str, nodes: Sequence[str]) -> str:
+    return f"{label}: {', '.join(nodes)}" if nodes else ""
+
+
+def _rollback_advice(project: Project, env: str, run: dict[str, Any]) -> tuple[str, str]:
+    if run.get("undoes_run"):
+        command = f"migrate rollback --env {env} --run {run['undoes_run']}"
+        what = f"undoing run {run['undoes_run']}"
+    else:
+        command = f"migrate rollback --env {env} --to {_rollback_target(project, run)}"
+        what = "taking a service back (--to)"
+    text = (
+        f"it was {what}"
+        + _listed("; undone so far", run.get("done", []))
+        + _listed("; still to undo", run.get("left", []))
+        + f". `{command}` continues it (not `migrate apply`, which would re-apply what it undid)."
+    )
+    return text, command
+
+
+def _rollback_target(project: Project, run: dict[str, Any]) -> str:
+    """The ``--to`` of an interrupted rollback: the revision below the last one it was to undo
+    (everything that required the service's revisions is undone before them)."""
+    nodes = [n for n in [*run.get("done", []), *run.get("left", [])] if n in project.graph.revisions]
+    if not nodes:
+        return "SERVICE@REV"
+    last = project.graph.revisions[nodes[-1]]
+    downs = last.down_revisions
+    return f"{last.service}@{downs[0] if len(downs) == 1 else 'base' if not downs else 'REV'}"
+
+
+def _partial_advice(project: Project, env: str, step: dict[str, Any], undoing: bool) -> str:
+    """A step that stopped on a database without transactional DDL; ``undoing``: it was being
+    undone (a rollback run, or an apply run undoing its steps after a failure)."""
+    node, service = step["node"], step["service"]
+    upgrade = not undoing
+    listed = " | ".join(step["statements"]) if step["statements"] else "none was journaled; look at the database"
+    if upgrade:
+        stamp_to = node
+    else:
+        revision = project.graph.revisions.get(node)
+        downs = revision.down_revisions if revision else ()
+        stamp_to = f"{service}@{downs[0] if len(downs) == 1 else 'base' if not downs else 'REV'}"
+    retry = "migrate apply" if upgrade else "migrate rollback"
+    return (
+        f"Step {node} ({'upgrade' if upgrade else 'downgrade'}) was running on {service}'s database, which has "
+        f"no transactional DDL: it may have left part of its statements behind ({listed}). `{retry}` will "
+        f"retry it and may fail on what remains. Repair: finish or undo those statements by hand; if you finished the "
+        f"{'revision' if upgrade else 'downgrade'}, record it with `migrate stamp --env {env} {stamp_to}` "
+        "before continuing."
+    )
 
 
 # -- plan ---------------------------------------------------------------------------------
@@ -456,7 +548,9 @@ def check(
     A workspace that does not load is a result with one finding and exit code 2. The
     environment is read only when ``env`` is given; the round trip runs on temporary SQLite
     databases, on throw-away databases of the server ``scratch_url``, or (``env`` without
-    ``scratch_url``) on that environment's databases, which it treats as scratch.
+    ``scratch_url``) on that environment's databases: only for an env declared
+    ``scratch = true`` (else exit 2, nothing touched), which is returned to the revisions it
+    was found at.
     """
     from orchestrator.core import checks
     from orchestrator.core.checks.since import changed_files
@@ -486,6 +580,8 @@ def check(
     sources = checks.SourceIndex(fleet)
     changed = changed_files(manifest.root, since) if since else None
     name = project.env(env) if env is not None else None
+    if roundtrip and name is not None and scratch_url is None:
+        checks.refuse_roundtrip_in_env(manifest.env(name), manifest.path)
     applied: frozenset[str] | None = None
     pending: list[str] | None = None
     state = None
@@ -498,20 +594,14 @@ def check(
     where = None
     if roundtrip:
         from orchestrator.runtime.roundtrip import roundtrip as run_roundtrip
+        from orchestrator.runtime.roundtrip import roundtrip_in_env
         from orchestrator.runtime.scratch import describe, scratch_databases
 
         if name is not None and scratch_url is None:
-            if manifest.env(name).protected:
-                raise MigrateError(
-                    f"--roundtrip on env '{name}' would treat its databases as scratch, and it is protected",
-                    "round-trip on scratch databases (drop --env, or add --scratch-url SERVER_URL)",
-                )
-            where = f"the databases of env '{name}'"
+            where = f"the databases of env '{name}' (scratch)"
             urls = {s: project.url(name, s) for s in fleet.services}
             extra.append(
-                run_roundtrip(
-                    fleet, urls, pending or [], applied=applied or (), sources=sources, where=where, hook=hook
-                )
+                roundtrip_in_env(fleet, name, urls, pending or [], applied=applied or (), sources=sources, hook=hook)
             )
         else:
             where = describe(scratch_url)
@@ -540,6 +630,7 @@ def _check_plan_file(
     observed ``state``, against its databases)."""
     from orchestrator.core.checks import RuleOutcome, finding
     from orchestrator.core.checks.findings import relative
+    from orchestrator.core.plancheck import plan_step_problems
     from orchestrator.errors import PlanConflictError
     from orchestrator.executor import _check_state, _load_plan_file
 
@@ -558,9 +649,20 @@ def _check_plan_file(
     root = project.manifest.root
     subject = relative(str(file), root) or str(file)
     try:
-        plan = _load_plan_file(project, target, path)
+        plan = _load_plan_file(project, target, path, check_steps=False)
     except PlanConflictError as exc:
         f = finding("MG501", None, exc.message, exc.hint, file=str(file), root=root)
+        return RuleOutcome("plan-file", (subject,), (f,)), None
+    # Steps the graph does not allow (an edited plan); with an env, a cross-service
+    # requirement applied too late is MG403's to report.
+    problems = [
+        p
+        for p in plan_step_problems(project.graph, plan, str(file))
+        if state is None or p.needs not in project.graph.cross_requires.get(p.node, ())
+    ]
+    if problems:
+        hint = "the plan file was edited; make a new one with `migrate plan --out` and review that"
+        f = finding("MG501", problems[0].node, problems[0].message, hint, file=str(file), root=root)
         return RuleOutcome("plan-file", (subject,), (f,)), None
     if state is not None:
         try:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import queue as queue_mod
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from orchestrator.api import Project, StepSQL, now_iso, observe, render_sql
 from orchestrator.core.graph import FleetGraph
 from orchestrator.core.manifest import state_url
 from orchestrator.core.model import CopyStep, DowngradeStep, Plan, RevertCopyStep, Step, UpgradeStep
+from orchestrator.core.plancheck import check_plan_steps
 from orchestrator.core.planfile import plan_from_json
 from orchestrator.core.planner import (
     ObservedState,
@@ -34,6 +37,8 @@ from orchestrator.errors import (
     EXIT_NEEDS_ATTENTION,
     EXIT_OK,
     EXIT_STEP_FAILED,
+    ConfirmationNeededError,
+    LockHeldError,
     MigrateError,
     NeedsAttentionError,
     PlanConflictError,
@@ -71,6 +76,29 @@ class StepOutcome:
 
 
 @dataclass(frozen=True)
+class RevertNote:
+    """What a copy's revert would do to rows (a dry run of a rollback says it)."""
+
+    node: str
+    text: str
+    copied_rows: int
+    insert_into_source: int
+    update_in_source: int
+    source_missing: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.node,
+            "copied_rows": self.copied_rows,
+            "insert_into_source": self.insert_into_source,
+            "update_in_source": self.update_in_source,
+            "delete_from_target": self.copied_rows,
+            "source_missing": self.source_missing,
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True)
 class RunResult:
     env: str
     kind: str  # apply | rollback
@@ -85,6 +113,7 @@ class RunResult:
     resumed: tuple[str, ...] = ()
     state_after: dict[str, list[str]] = field(default_factory=dict)
     next_steps: tuple[str, ...] = ()
+    reverts: tuple[RevertNote, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         from orchestrator.core.planfile import plan_to_json
@@ -103,6 +132,7 @@ class RunResult:
             "state_after": self.state_after,
             "next_steps": list(self.next_steps),
             **({"sql": [{"id": s.step_id, "sql": s.sql, "error": s.error} for s in self.sql]} if self.sql else {}),
+            **({"copy_reverts": [r.to_json() for r in self.reverts]} if self.reverts else {}),
         }
 
 
@@ -186,7 +216,8 @@ def rollback(
                 raise MigrateError(f"run {run['id']} is a {run['kind']} run; only apply runs can be rolled back")
             if run["undone_by"]:
                 raise MigrateError(f"run {run['id']} was already rolled back by run {run['undone_by']}")
-            rows = [s for s in journal.run_steps(run["id"]) if s["status"] == "applied"]
+            # A step a crash left "running" may have committed: undo it too if it is applied.
+            rows = [s for s in journal.run_steps(run["id"]) if s["status"] in ("applied", "running", "interrupted")]
             rows.sort(key=lambda s: s["completed_at"] or 0)
             nodes = [s["node"] for s in rows]
             return plan_rollback_nodes(project.graph, state, name, nodes, created=now_iso()), str(run["id"])
@@ -196,7 +227,16 @@ def rollback(
     if dry_run:
         plan, _ = make_plan(observe(project, name))
         _check_reversible(project.graph, plan)
-        return RunResult(name, "rollback", plan, EXIT_OK, "dry_run", _dry_message(plan), sql=render_sql(project, plan))
+        return RunResult(
+            name,
+            "rollback",
+            plan,
+            EXIT_OK,
+            "dry_run",
+            _dry_message(plan),
+            sql=render_sql(project, plan),
+            reverts=_revert_notes(project, name, plan),
+        )
     plan, _ = make_plan(observe(project, name))
     _check_reversible(project.graph, plan)
     _check_protected(project, name, confirmed, "rollback")
@@ -209,27 +249,188 @@ def rollback(
         return _Runner(project, session, plan, "rollback", observer, 1, False, undoes_run=undone_run).run()
 
 
-def unlock(project: Project, env: str | None, confirmed: bool) -> LockInfo | None:
+@dataclass(frozen=True)
+class UnlockResult:
+    """What `unlock` did: the lock it released (None: none was held), and, for a holder that
+    may still have been alive, the id of the journal record that says it was forced."""
+
+    released: LockInfo | None
+    forced_record: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "released": self.released.to_json() if self.released else None,
+            "forced": self.forced_record is not None,
+            "record": self.forced_record,
+        }
+
+
+def unlock(project: Project, env: str | None, confirmed: bool, force: bool = False) -> UnlockResult:
+    """Release the environment's lock. A holder that may be alive (same host and its process
+    runs, or another host and its lease has not expired) is refused with exit 3 unless
+    ``force``; either release needs ``confirmed`` (--yes or the env's name typed back)."""
+    from orchestrator.runtime.journal import journal_exists
+
     name = project.env(env)
+    if not journal_exists(project.manifest, name, project.environ):
+        return UnlockResult(None)  # no state database: no lock, and nothing is created
     journal = open_journal(project.manifest, name, project.environ)
     try:
         info = journal.lock_info()
         if info is None:
-            return None
-        if info.liveness() == "alive" and not confirmed:
-            raise MigrateError(
-                f"env '{name}' is locked by run {info.run_id} ({info.holder}), which may still be running",
-                f"if you are sure it is gone: `migrate unlock --env {name} --yes`",
-                exit_code=3,
+            return UnlockResult(None)
+        alive = info.liveness() == "alive"
+        _check_unlock(name, info, alive, confirmed, force)
+        if not alive:
+            journal.release(info.run_id)
+            return UnlockResult(info)
+        record = journal.force_release(info)
+        if record is None:
+            raise LockHeldError(
+                f"env '{name}' changed hands while it was being unlocked: nothing was released",
+                f"`migrate status --env {name}` shows who holds it now",
             )
-        if not confirmed:
-            raise MigrateError(
-                f"env '{name}' is locked by run {info.run_id} ({info.holder}, {info.liveness()})",
-                f"release it with `migrate unlock --env {name} --yes`",
-            )
-        return journal.force_release()
+        return UnlockResult(info, record)
     finally:
         journal.close()
+
+
+def _check_unlock(name: str, info: LockInfo, alive: bool, confirmed: bool, force: bool) -> None:
+    if alive and not force:
+        raise LockHeldError(
+            f"env '{name}' is locked by {info.describe()}, which may still be running: {info.why_alive()}. "
+            "Nothing was released.",
+            f"wait for it to end; if you know it is stuck, `migrate unlock --env {name} --force` releases it "
+            "anyway (the journal records that)",
+        )
+    if confirmed:
+        return
+    if alive:
+        raise ConfirmationNeededError(
+            f"env '{name}' is locked by {info.describe()}, which may still be running: {info.why_alive()}. "
+            "Releasing it by force needs --yes or a typed confirmation of the env's name.",
+            f"re-run `migrate unlock --env {name} --force --yes`, or on a terminal type '{name}' when asked",
+            env=name,
+        )
+    raise ConfirmationNeededError(
+        f"env '{name}' is locked by {info.describe()}, which is {info.liveness()}. "
+        "Releasing it needs --yes or a typed confirmation of the env's name.",
+        f"re-run `migrate unlock --env {name} --yes`, or on a terminal type '{name}' when asked",
+        env=name,
+    )
+
+
+@dataclass(frozen=True)
+class StampResult:
+    env: str
+    service: str
+    target: str  # a full revision id, or "base"
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    exit_code: int
+    outcome: str  # succeeded | nothing_to_do | failed
+    message: str
+    run_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "kind": "stamp",
+            "run_id": self.run_id,
+            "service": self.service,
+            "revision": self.target,
+            "before": list(self.before),
+            "after": list(self.after),
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "message": self.message,
+        }
+
+
+def stamp(project: Project, env: str | None, ref: str, confirmed: bool = False, wait: float = 0.0) -> StampResult:
+    """Record that a service's database is at ``service@rev`` (or ``service@base``: an empty
+    version table) without running any migration: the repair after a revision was finished
+    or undone by hand. Locked and journaled like a run of one step."""
+    name = project.env(env)
+    service, target = _stamp_target(project.graph, ref)
+    _check_protected(project, name, confirmed, "stamp")
+    with _Session(project, name, wait) as session:
+        session.lock_services([service])
+        before = observe(project, name, [service]).as_dict().get(service, ())
+        if before == (() if target == "base" else (target,)):
+            shown = _shown_heads(before)
+            return StampResult(
+                name, service, target, before, before, EXIT_OK, "nothing_to_do", f"{service} is already at {shown}."
+            )
+        return _run_stamp(project, session, service, target, before)
+
+
+def _stamp_target(graph: FleetGraph, ref: str) -> tuple[str, str]:
+    service, sep, rev = ref.partition("@")
+    if sep and rev == "base" and service in graph.services:
+        return service, "base"
+    node = graph.resolve(ref, where="stamp")
+    if node in graph.copies:
+        raise MigrateError(
+            f"stamp: '{ref}' is a copy step, which has no version row", "give service@revision or service@base"
+        )
+    service, _, rev = node.partition("@")
+    return service, rev
+
+
+def _shown_heads(heads: Sequence[str]) -> str:
+    return ", ".join(heads) or "base"
+
+
+def _run_stamp(project: Project, session: _Session, service: str, target: str, before: tuple[str, ...]) -> StampResult:
+    import time
+
+    from orchestrator.runtime.journal import now_iso as journal_now
+    from orchestrator.runtime.units import database_error
+
+    assert session.journal is not None
+    journal, run_id, env = session.journal, session.run_id, session.env
+    node = f"{service}@{target}"
+    row = {"seq": 1, "node": node, "kind": "stamp", "service": service, "revision": None, "checksum": None}
+    if target != "base":
+        row["revision"] = target
+    journal.start_run(run_id, "stamp", None, [row], resumes_run=session.resumed[-1] if session.resumed else None)
+    journal.step_update(run_id, 1, status="running", started=journal_now())
+    t0 = time.perf_counter()
+    try:
+        after = _stamp_database(project, env, service, target)
+    except Exception as exc:
+        error = exc.message if isinstance(exc, MigrateError) else database_error(exc)
+        message = f"stamp {node} failed: {error.rstrip().rstrip('.')}. {service} is at {_shown_heads(before)}."
+        journal.step_update(run_id, 1, status="failed", finished=journal_now(), error=error)
+        journal.finish_run(run_id, "failed", message)
+        return StampResult(env, service, target, before, before, EXIT_STEP_FAILED, "failed", message, run_id)
+    moved = json.dumps({"before": list(before), "after": list(after)})
+    seconds = time.perf_counter() - t0
+    journal.step_update(run_id, 1, status="applied", finished=journal_now(), seconds=seconds, checkpoint=moved)
+    journal.finish_run(run_id, "succeeded")
+    message = (
+        f"Stamped {service} on env {env}: {_shown_heads(before)} -> {_shown_heads(after)} "
+        f"(run {run_id}); no migration ran."
+    )
+    return StampResult(env, service, target, before, after, EXIT_OK, "succeeded", message, run_id)
+
+
+def _stamp_database(project: Project, env: str, service: str, target: str) -> tuple[str, ...]:
+    """Stamp through Alembic, then read the version table back through a connection of our own."""
+    from orchestrator.runtime.alembic_runner import stamp_revision
+    from orchestrator.runtime.engines import engine_for
+
+    url = project.url(env, service)
+    spec = project.graph.services[service].spec
+    with engine_for(url) as engine, engine.connect() as conn:
+        stamp_revision(spec, url, conn, target)
+        if conn.in_transaction():
+            conn.commit()
+    after = observe(project, env, [service]).as_dict().get(service, ())
+    if (target == "base" and after) or (target != "base" and target not in after):
+        raise MigrateError(f"the version table of {service} reads {_shown_heads(after)} after the stamp")
+    return after
 
 
 def history(project: Project, env: str | None, limit: int | None = None) -> list[dict[str, Any]]:
@@ -259,6 +460,7 @@ def history(project: Project, env: str | None, limit: int | None = None) -> list
                         "rows_per_second",
                     )
                 }
+                | _step_extra(s)
                 for s in journal.run_steps(run["id"])
             ]
             out.append(run)
@@ -267,8 +469,19 @@ def history(project: Project, env: str | None, limit: int | None = None) -> list
         journal.close()
 
 
+def _step_extra(step: dict[str, Any]) -> dict[str, Any]:
+    """What a step adds to its history entry: the statements journaled for a revision that
+    failed or stopped on a database without transactional DDL; a stamp's before and after."""
+    extra: dict[str, Any] = {}
+    if step["statements"] and step["status"] in ("running", "interrupted", "failed", "undo_failed"):
+        extra["statements"] = step["statements"].split("\n")
+    if step["kind"] == "stamp" and step["checkpoint"]:
+        extra.update(json.loads(step["checkpoint"]))
+    return extra
+
+
 # -- checks -------------------------------------------------------------------------------
-def _load_plan_file(project: Project, env: str, path: str) -> Plan:
+def _load_plan_file(project: Project, env: str, path: str, check_steps: bool = True) -> Plan:
     file = Path(path)
     if not file.is_file() and not file.is_absolute():
         candidate = Path(project.manifest.plans_dir) / path
@@ -307,6 +520,8 @@ def _load_plan_file(project: Project, env: str, path: str) -> Plan:
         raise PlanConflictError(
             f"{file} is stale: " + "; ".join(changed), "review the change and make a new plan with `migrate plan --out`"
         )
+    if check_steps:
+        check_plan_steps(project.graph, plan, str(file))
     return plan
 
 
@@ -355,6 +570,44 @@ def _check_reversible(graph: FleetGraph, plan: Plan) -> None:
         )
 
 
+def _revert_notes(project: Project, env: str, plan: Plan) -> tuple[RevertNote, ...]:
+    """For each copy the plan reverts: what it would carry back and delete. Reads only."""
+    from orchestrator.runtime.copy import CopyCheckpoint, preview_revert
+    from orchestrator.runtime.engines import create_engine
+    from orchestrator.runtime.journal import journal_exists
+
+    reverts = [s for s in plan.steps if isinstance(s, RevertCopyStep)]
+    if not reverts or not journal_exists(project.manifest, env, project.environ):
+        return ()
+    journal = open_journal(project.manifest, env, project.environ, create=False)
+    notes = []
+    try:
+        for step in reverts:
+            spec = project.graph.copies[step.id]
+            record = journal.copy_record(spec.name)
+            checkpoint = None if record is None or record[0] == "reverted" else CopyCheckpoint.from_json(record[1])
+            source = create_engine(project.url(env, spec.source))
+            target = create_engine(project.url(env, spec.target))
+            try:
+                preview = preview_revert(spec, source, target, checkpoint)
+            finally:
+                source.dispose()
+                target.dispose()
+            notes.append(
+                RevertNote(
+                    step.id,
+                    preview.describe(spec),
+                    preview.copied_rows,
+                    preview.to_insert,
+                    preview.to_update,
+                    preview.source_missing,
+                )
+            )
+    finally:
+        journal.close()
+    return tuple(notes)
+
+
 def _dry_message(plan: Plan) -> str:
     if not plan.steps:
         return f"Dry run: nothing to do on env {plan.env}."
@@ -380,7 +633,11 @@ class _Session:
 
     def __enter__(self) -> _Session:
         self.journal = open_journal(self.project.manifest, self.env, self.project.environ)
-        self.took_over = self.journal.acquire(self.run_id, self.wait)
+        try:
+            self.took_over = self.journal.acquire(self.run_id, self.wait)
+        except BaseException:  # the lock is another run's: close the journal, leave its row alone
+            self.journal.close()
+            raise
         self.heartbeat = Heartbeat(self.journal, self.run_id).__enter__()
         resumed = []
         for run in self.journal.running_runs():  # we hold the lock: whoever ran these is gone
@@ -390,7 +647,9 @@ class _Session:
         return self
 
     def lock_databases(self, plan: Plan) -> None:
-        services = plan.services
+        self.lock_services(plan.services)
+
+    def lock_services(self, services: Sequence[str]) -> None:
         self.db_locks = DatabaseLocks((s, self.project.url(self.env, s)) for s in services)
         self.db_locks.acquire(self.wait)
 
@@ -428,10 +687,64 @@ def _service_of(node: str) -> str:
     return node if node.startswith("copy:") else node.partition("@")[0]
 
 
+_REPAIR = (
+    "finish or undo them by hand (see `migrate history`); if you finished the revision, record it with "
+    "`migrate stamp`; then `migrate apply` again."
+)
+
+
+def _repair_steps(env: str, node: str) -> tuple[str, ...]:
+    """The repair of a revision that stopped half-way on a database without transactional DDL."""
+    return (
+        f"finish or undo by hand what {node} left in {_service_of(node)}'s database (and fix the revision if "
+        "it is wrong)",
+        f"migrate stamp --env {env} {node}   (only if you finished it by hand)",
+        f"migrate apply --env {env}",
+    )
+
+
 def _resource(step: Step, project: Project, env: str) -> tuple[str, ...]:
     if isinstance(step, UpgradeStep | DowngradeStep):
         return (project.url(env, step.service),)
     return (project.url(env, step.source), project.url(env, step.target))
+
+
+class _EventPump:
+    """Carries the workers' events to the observer: a plain queue of the workers' own start
+    method (no server process that could outlive the run), read by a thread of this one."""
+
+    def __init__(self, context: BaseContext, emit: Callable[[Event], None]):
+        self.queue: Any = context.Queue()
+        self._emit = emit
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name="migrate-events", daemon=True)
+
+    def __enter__(self) -> _EventPump:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # The pool has been shut down: every worker flushed its events before it exited.
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.queue.close()
+
+    def _drain(self) -> None:
+        error: Exception | None = None
+        while not self._stop.is_set() or not self.queue.empty():
+            try:
+                event = self.queue.get(timeout=0.1)
+            except queue_mod.Empty:
+                continue
+            except (EOFError, OSError):
+                return
+            if error is None:
+                try:
+                    self._emit(event)
+                except Exception as exc:  # keep reading: a full queue would stall the workers
+                    error = exc
+        if error is not None:
+            raise error
 
 
 class _Runner:
@@ -566,8 +879,8 @@ class _Runner:
         message = f"step {node} failed: {error.rstrip().rstrip('.')}."
         if statements:
             message += (
-                " This database has no transactional DDL; these statements of the failed revision may have "
-                "run and may remain: " + " | ".join(statements)
+                f" {_service_of(node)}'s database has no transactional DDL; these statements of the failed "
+                "revision may have run and may remain: " + " | ".join(statements) + "."
             )
         if self.kind == "rollback":
             return self._needs_attention(message, [])
@@ -579,11 +892,12 @@ class _Runner:
                 "failed",
                 message + f" Kept the {len(self.completed)} step(s) applied before it (--no-rollback).",
                 next_steps=(
+                    *(_repair_steps(self.env, node) if statements else ()),
                     f"migrate rollback --env {self.env} --run {self.run_id}",
                     f"migrate apply --env {self.env}",
                 ),
             )
-        return self._compensate(message)
+        return self._compensate(message, node if statements else None)
 
     def _execute_serial(self) -> tuple[int, str, str, tuple[str, ...]] | None:
         for group in self._group(self.steps):
@@ -621,28 +935,16 @@ class _Runner:
         done: set[str] = set()
         busy: set[str] = set()
         failure: tuple[int, str, str, tuple[str, ...]] | None = None
-        manager = multiprocessing.Manager()
-        events: Any = manager.Queue()
-        stop = threading.Event()
-
-        def pump() -> None:
-            while not stop.is_set() or not events.empty():
-                try:
-                    self.emit(events.get(timeout=0.1))
-                except queue_mod.Empty:
-                    continue
-                except (EOFError, OSError):
-                    return
-
-        pumper = threading.Thread(target=pump, daemon=True)
-        pumper.start()
         running: dict[Future[UnitResult], tuple[list[Step], tuple[str, ...]]] = {}
-        try:
-            # fork where the platform has it: a worker starts with everything imported at
-            # once; it drops the parent's pooled connections first (see worker_init).
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            context = multiprocessing.get_context(method)
-            with ProcessPoolExecutor(self.jobs, mp_context=context, initializer=worker_init) as pool:
+        # fork where the platform has it: a worker starts with everything imported at
+        # once; it drops the parent's pooled connections first (see worker_init). Each worker
+        # dies with this process (see orchestrator/lifeline.py): the pool forks them from
+        # this thread, which outlives them (PR_SET_PDEATHSIG follows the forking thread).
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+        with _EventPump(context, self.emit) as pump:
+            init = (pump.queue, os.getpid())
+            with ProcessPoolExecutor(self.jobs, mp_context=context, initializer=worker_init, initargs=init) as pool:
                 while remaining or running:
                     if failure is None:
                         for batch in self._ready_batches(remaining, prereq, done, busy, resources, len(running)):
@@ -650,7 +952,7 @@ class _Runner:
                             busy.update(res)
                             for s in batch:
                                 remaining.remove(s)
-                            fut = pool.submit(run_unit_in_worker, self._unit_for(batch), self.ctx, events)
+                            fut = pool.submit(run_unit_in_worker, self._unit_for(batch), self.ctx)
                             running[fut] = (batch, res)
                     if not running:
                         break
@@ -665,10 +967,6 @@ class _Runner:
                             failure = result.failed
                     if failure is not None and not running:
                         break
-        finally:
-            stop.set()
-            pumper.join(timeout=5)
-            manager.shutdown()
         self.completed.sort()
         return failure
 
@@ -714,15 +1012,23 @@ class _Runner:
         return batches
 
     # compensation
-    def _compensate(self, message: str) -> RunResult:
+    def _compensate(self, message: str, partial: str | None = None) -> RunResult:
+        """Undo what this run applied. ``partial``: the failed revision, when it may have left
+        some of its statements behind (no transactional DDL)."""
         applied = [node for _, _, node in sorted(self.completed)]
+        repair = _repair_steps(self.env, partial) if partial else ()
         if not applied:
             self._restore_untouched()
             self.journal.finish_run(self.run_id, "rolled_back", message)
             self.emit(RunFinished(self.run_id, "rolled_back"))
-            return self._result(
-                EXIT_STEP_FAILED, "rolled_back", message + " Nothing had been applied before it; nothing changed."
-            )
+            if partial:
+                message += (
+                    f" No earlier step of this run needed undoing, but the statements of {partial} listed above "
+                    f"may remain in {_service_of(partial)}'s database: {_REPAIR}"
+                )
+            else:
+                message += " Nothing had been applied before it; nothing changed."
+            return self._result(EXIT_STEP_FAILED, "rolled_back", message, next_steps=repair)
         self.emit(CompensationStarted(self.run_id, tuple(reversed(applied))))
         from orchestrator.core.planner import downgrade_step
 
@@ -738,12 +1044,18 @@ class _Runner:
         self._restore_untouched()
         self.journal.finish_run(self.run_id, "rolled_back", message)
         self.emit(RunFinished(self.run_id, "rolled_back"))
-        return self._result(
-            EXIT_STEP_FAILED,
-            "rolled_back",
-            message + f" Rolled back the {len(applied)} step(s) this run had applied; "
-            "every database is at its previous revision.",
-        )
+        if partial:
+            message += (
+                f" Rolled back the {len(applied)} step(s) this run had applied before it; every database is at "
+                f"its previous revision, but {_service_of(partial)}'s database may still hold the statements of "
+                f"{partial} listed above: {_REPAIR}"
+            )
+        else:
+            message += (
+                f" Rolled back the {len(applied)} step(s) this run had applied; every database is at its "
+                "previous revision."
+            )
+        return self._result(EXIT_STEP_FAILED, "rolled_back", message, next_steps=repair)
 
     def _needs_attention(self, message: str, _undone: list[str]) -> RunResult:
         state = self._state_report()
@@ -753,7 +1065,7 @@ class _Runner:
             left = [n for n, s in rows.items() if s["status"] in ("pending", "failed")]
         where = "; ".join(f"{svc} is at {', '.join(h) or 'base'}" for svc, h in state.items())
         text = (
-            f"{message}. The databases need attention: "
+            f"{message.rstrip('.')}. The databases need attention: "
             + (where or "their current revisions could not be read")
             + (f". Still to undo: {', '.join(left)}" if left else "")
             + f". The journal (run {self.run_id}) records each step's status."
@@ -809,4 +1121,15 @@ class _Runner:
         )
 
 
-__all__ = ["NeedsAttentionError", "RunResult", "StepOutcome", "apply", "history", "rollback", "unlock"]
+__all__ = [
+    "NeedsAttentionError",
+    "RunResult",
+    "StampResult",
+    "StepOutcome",
+    "UnlockResult",
+    "apply",
+    "history",
+    "rollback",
+    "stamp",
+    "unlock",
+]

@@ -34,10 +34,12 @@ Checkpoints and resume
 
 Idempotence: the rule
     A copy never overwrites data it did not write. A source row whose key is among the
-    pre-existing keys is skipped: the target row is kept as it was and is not compared
-    (``rows_skipped``). A row already in the target that is not pre-existing was written by an
-    earlier attempt of this copy (a batch committed just before a crash); it is counted as
-    copied and not written again. Running a finished copy again writes nothing.
+    pre-existing keys is not written (``rows_skipped``), and the target's row must equal it in
+    every copied column: one that differs is a conflict, and the step fails naming the key
+    before any row is written (and again at the end, so a resumed copy sees a row edited in
+    between). A row already in the target that is not pre-existing was written by an earlier
+    attempt of this copy (a batch committed just before a crash); it is counted as copied and
+    not written again. Running a finished copy again writes nothing.
 
 Pre-existing keys in the checkpoint
     A single-column integer key is stored as inclusive runs ``[first, last]`` (a pre-filled
@@ -73,9 +75,13 @@ Failure
     column cannot hold exactly fails the copy naming the column and the key of the row.
 
 Revert (rollback)
-    First every target row outside the pre-existing keys whose key the source lacks is copied
-    back into the source (the source table may have been dropped and re-created empty by a
-    later downgrade); then those target rows are deleted. Reverting twice changes nothing.
+    Once a copy has run, the target is where the application writes. The revert first carries
+    the target's current version of every copied row (every row outside the pre-existing keys,
+    rows added since included) back into the source: a key the source lacks is inserted, a
+    row the source holds with other values is updated to the target's (the source table may
+    have been dropped and re-created empty by a later downgrade); then those target rows are
+    deleted. Reverting twice changes nothing. What the copy wrote is known from the journal's
+    copy record (the pre-existing keys), whichever run wrote it and however it ended.
 
 The copy assumes nothing else writes the target table's copied keys while it runs.
 """
@@ -182,6 +188,14 @@ class CopyVerificationError(CopyFailedError):
         self.key = key
 
 
+class CopyConflictError(CopyFailedError):
+    """A row already in the target has the key of a source row but other values."""
+
+    def __init__(self, message: str, hint: str | None = None, *, key: str):
+        super().__init__(message, hint)
+        self.key = key
+
+
 class CopyRevertError(CopyError):
     """A revert, or the clean-up after a failed copy, could not complete."""
 
@@ -247,9 +261,10 @@ class CopyResult:
 
 @dataclass(frozen=True)
 class RevertResult:
-    rows_restored_to_source: int
+    rows_restored_to_source: int  # inserted: the source lacked their keys
     rows_deleted_from_target: int
     seconds: float
+    rows_updated_in_source: int = 0  # the source held them with other values: the target's won
 
 
 # --- small helpers -----------------------------------------------------------------------------
@@ -986,6 +1001,62 @@ def _scan_preexisting(copier: _Copier) -> PreexistingKeys:
     return PreexistingKeys.build(keys(), integer)
 
 
+def _check_preexisting(copier: _Copier, pre: PreexistingKeys) -> None:
+    """Every target row that was there before the copy and whose key the source holds must
+    equal the source's row: the copy never overwrites it, so a difference is a conflict that
+    fails the step (before anything downstream drops the source's version)."""
+    if not pre:
+        return
+    plan = copier.plan
+    hasher = RowHasher([p.kind for p in plan.columns])
+    to_source = [make_writer(copier.src.dialect, p.source, p.kind) for p in plan.key_pairs]
+    lo: tuple[Any, ...] | None = None
+    while True:
+        sql, params = copier.tsql.rows_after(copier.tcols, copier.tkey, lo, LOOKUP_KEYS)
+        trows = copier.tgt.fetch(sql, params)
+        copier.tgt.rollback()
+        if not trows:
+            return
+        lo = tuple(trows[-1][i] for i in plan.key_index)
+        theirs: dict[tuple[str | None, ...], tuple[Any, ...]] = {}
+        for trow in trows:
+            canon = hasher.canon(trow)
+            ck = tuple(canon[i] for i in plan.key_index)
+            if pre.contains(ck):
+                theirs[ck] = canon
+        if not theirs:
+            continue
+        keys = [
+            tuple(
+                t[i] if f is None or t[i] is None else f(t[i]) for i, f in zip(plan.key_index, to_source, strict=True)
+            )
+            for t in trows
+            if tuple(hasher.canon(t)[i] for i in plan.key_index) in theirs
+        ]
+        ssql, sparams = copier.ssql.select_by_keys(copier.scols, copier.skey, keys)
+        for srow in copier.src.fetch(ssql, sparams):
+            canon = hasher.canon(srow)
+            other = theirs.get(tuple(canon[i] for i in plan.key_index))
+            if other is not None and other != canon:
+                copier.src.commit()
+                raise _conflict(copier, srow, canon, other)
+        copier.src.commit()
+
+
+def _conflict(copier: _Copier, srow: Sequence[Any], mine: Sequence[Any], theirs: Sequence[Any]) -> CopyConflictError:
+    key = _key_text(copier.skey, [srow[i] for i in copier.plan.key_index])
+    column = next(p.target.name for p, a, b in zip(copier.plan.columns, mine, theirs, strict=True) if a != b)
+    index = copier.tcols.index(column)
+    return CopyConflictError(
+        f"{_where(copier.spec, 'target')}: the row with key {key} was already there before the copy and "
+        f"differs from the source's: column '{column}' is {_short(mine[index])} in the source and "
+        f"{_short(theirs[index])} in the target. A copy never overwrites a row it did not write, and moving "
+        "on would lose one of the two versions",
+        "make the two rows agree (or delete the target's row if the source's is right), then run again",
+        key=key,
+    )
+
+
 def copy_table(
     spec: CopySpec,
     source: Engine,
@@ -1007,13 +1078,16 @@ def copy_table(
         with raw_connection(source) as src, raw_connection(target) as tgt:
             copier = _Copier(plan, src, tgt, source, target)
             if checkpoint is None:
-                checkpoint = CopyCheckpoint(None, 0, _scan_preexisting(copier), 0)
+                pre = _scan_preexisting(copier)
+                _check_preexisting(copier, pre)  # before a row is written
+                checkpoint = CopyCheckpoint(None, 0, pre, 0)
                 store.save(checkpoint)
                 uncertain = False
             else:
                 uncertain = True
             checkpoint, method = copier.run_batches(checkpoint, store, uncertain, on_progress, total)
             outcome = _verify(copier, checkpoint.preexisting)
+            _check_preexisting(copier, checkpoint.preexisting)
     except CopyPreflightError:
         raise
     except Exception as exc:
@@ -1322,71 +1396,176 @@ def _delete_copied(plan: CopyPlan, target: Engine, pre: PreexistingKeys, on_prog
     return deleted
 
 
+@dataclass
+class _CarryBack:
+    """One slice of the target's copied rows, split by what the source holds for their keys."""
+
+    rows: int = 0  # copied target rows looked at
+    missing: list[Any] = field(default_factory=list)  # the source lacks the key: insert
+    changed: list[Any] = field(default_factory=list)  # the source's row differs: update
+
+
+def _carry_back_slices(copier: _Copier, pre: PreexistingKeys) -> Iterator[_CarryBack]:
+    """Walk the target's copied rows (every row outside the pre-existing keys) in key order and
+    compare each with the source's row of the same key. ``copier`` reads the target
+    (``ssql``) and writes the source (``tsql``): it runs on the reversed plan."""
+    back = copier.plan
+    hasher = RowHasher([p.kind for p in back.columns])
+    key_convs = [make_writer(copier.tgt.dialect, p.target, p.kind) for p in back.key_pairs]
+    lo: tuple[Any, ...] | None = None
+    step = max(1, min(back.spec.batch_size, CHUNK_ROWS))
+    while True:
+        sql, params = copier.ssql.rows_after(copier.scols, copier.skey, lo, step)
+        rows = copier.src.fetch(sql, params)
+        copier.src.commit()
+        if not rows:
+            return
+        lo = tuple(rows[-1][i] for i in back.key_index)
+        found = _CarryBack()
+        cands = [r for r in rows if not pre.contains(copier.canon_key(r))]
+        found.rows = len(cands)
+        for start in range(0, len(cands), LOOKUP_KEYS):
+            part = cands[start : start + LOOKUP_KEYS]
+            keys = [
+                tuple(
+                    r[i] if f is None or r[i] is None else f(r[i])
+                    for i, f in zip(back.key_index, key_convs, strict=True)
+                )
+                for r in part
+            ]
+            qsql, qparams = copier.tsql.select_by_keys(copier.tcols, copier.tkey, keys)
+            have = {}
+            for r in copier.tgt.fetch(qsql, qparams):
+                canon = hasher.canon(r)
+                have[tuple(canon[i] for i in back.key_index)] = canon
+            for r in part:
+                canon = hasher.canon(r)
+                current = have.get(tuple(canon[i] for i in back.key_index))
+                if current is None:
+                    found.missing.append(r)
+                elif current != canon:
+                    found.changed.append(r)
+        copier.tgt.rollback()
+        yield found
+
+
+def _converted(copier: _Copier, rows: list[Any]) -> list[list[Any]]:
+    out: list[list[Any]] = []
+    for row in rows:
+        vals = list(row)
+        i = -1
+        try:
+            for i, f in copier.convs:
+                if vals[i] is not None:
+                    vals[i] = f(vals[i])
+        except ValueProblem as problem:
+            raise copier.value_error(row, i, str(problem)) from None
+        out.append(vals)
+    return out
+
+
+def _update_rows(copier: _Copier, rows: list[list[Any]]) -> None:
+    """Set the copied columns of the source's rows to the target's values, by key."""
+    key_index = copier.plan.key_index
+    other = [i for i in range(len(copier.tcols)) if i not in key_index]
+    if not other:
+        return  # every copied column is part of the key: a row found cannot differ
+    tsql = copier.tsql
+    sets = ", ".join(f"{tsql.q(copier.tcols[i])} = {tsql.mark}" for i in other)
+    cond = " AND ".join(f"{tsql.q(k)} = {tsql.mark}" for k in copier.tkey)
+    sql = f"UPDATE {tsql.name} SET {sets} WHERE {cond}"
+    cur = copier.tgt.cursor()
+    try:
+        cur.executemany(sql, [tuple(r[i] for i in other) + tuple(r[i] for i in key_index) for r in rows])
+    finally:
+        cur.close()
+
+
 def _restore_to_source(
     plan: CopyPlan,
     source: Engine,
     target: Engine,
     pre: PreexistingKeys,
     on_progress: ProgressCallback | None,
-) -> int:
-    """Copy back into the source every copied target row whose key the source lacks."""
+) -> tuple[int, int]:
+    """Carry the target's current version of every copied row back into the source: rows the
+    source lacks are inserted, rows it holds with other values in the copied columns are
+    updated (the target is where the application wrote since the copy). Returns (inserted,
+    updated)."""
     back = plan.reversed()  # reads the target, writes the source
-    restored = 0
+    inserted = updated = 0
     with raw_connection(target) as tgt, raw_connection(source) as src:
         copier = _Copier(back, tgt, src, target, source)
-        lo: tuple[Any, ...] | None = None
-        step = max(1, min(plan.spec.batch_size, CHUNK_ROWS))
-        while True:
-            sql, params = copier.ssql.rows_after(copier.scols, copier.skey, lo, step)
-            rows = tgt.fetch(sql, params)
-            tgt.commit()
-            if not rows:
-                break
-            lo = tuple(rows[-1][i] for i in back.key_index)
-            cands = [r for r in rows if not pre.contains(copier.canon_key(r))]
-            missing: list[Any] = []
-            for start in range(0, len(cands), LOOKUP_KEYS):
-                part = cands[start : start + LOOKUP_KEYS]
-                key_convs = [make_writer(src.dialect, p.target, p.kind) for p in back.key_pairs]
-                keys = [
-                    tuple(
-                        r[i] if f is None or r[i] is None else f(r[i])
-                        for i, f in zip(back.key_index, key_convs, strict=True)
-                    )
-                    for r in part
-                ]
-                qsql, qparams = copier.tsql.select_by_keys(copier.tkey, copier.tkey, keys)
-                have = {
-                    tuple(None if v is None else f(v) for f, v in zip(copier.key_canon, r, strict=True))
-                    for r in src.fetch(qsql, qparams)
-                }
-                missing.extend(r for r in part if copier.canon_key(r) not in have)
-            src.rollback()
-            if missing:
-                converted: list[Any] = []
-                for row in missing:
-                    vals = list(row)
-                    i = -1
-                    try:
-                        for i, f in copier.convs:
-                            if vals[i] is not None:
-                                vals[i] = f(vals[i])
-                    except ValueProblem as problem:
-                        raise copier.value_error(row, i, str(problem)) from None
-                    converted.append(vals)
-                try:
-                    copier.writer.write_batch([converted])
-                except RowWriteError as exc:
-                    src.rollback()
-                    raise CopyRevertError(
-                        f"{_where(plan.spec, 'source')}: restoring copied rows failed: {_first_line(exc.cause)}",
-                        "make the source table able to hold the rows again, then revert again",
-                    ) from exc.cause
-                src.commit()
-                restored += len(converted)
+        for found in _carry_back_slices(copier, pre):
+            if not (found.missing or found.changed):
+                continue
+            try:
+                if found.missing:
+                    copier.writer.write_batch([_converted(copier, found.missing)])
+                if found.changed:
+                    _update_rows(copier, _converted(copier, found.changed))
+            except RowWriteError as exc:
+                src.rollback()
+                raise CopyRevertError(
+                    f"{_where(plan.spec, 'source')}: restoring copied rows failed: {_first_line(exc.cause)}",
+                    "make the source table able to hold the rows again, then revert again",
+                ) from exc.cause
+            src.commit()
+            inserted += len(found.missing)
+            updated += len(found.changed)
             if on_progress is not None:
-                on_progress(restored, None)
-    return restored
+                on_progress(inserted + updated, None)
+    return inserted, updated
+
+
+@dataclass(frozen=True)
+class RevertPreview:
+    """What a revert would do to rows, read without writing anything."""
+
+    copied_rows: int  # target rows outside the pre-existing keys: carried back, then deleted
+    to_insert: int  # of those, keys the source lacks
+    to_update: int  # of those, rows the source holds with other values
+    source_missing: bool  # the source table does not exist (yet): every row would be inserted
+
+    def describe(self, spec: CopySpec) -> str:
+        if self.copied_rows == 0:
+            return f"nothing to revert: {spec.target} holds no row this copy wrote"
+        same = self.copied_rows - self.to_insert - self.to_update
+        where = f"{spec.source}.{spec.table}"
+        carry = (
+            f"carry all {self.copied_rows} copied rows back into {where} once it exists again"
+            if self.source_missing
+            else f"carry {self.to_insert + self.to_update} of the {self.copied_rows} copied rows back into "
+            f"{where} ({self.to_insert} inserted, {self.to_update} updated with the target's newer "
+            f"values, {same} already equal)"
+        )
+        return f"{carry}, then delete the {self.copied_rows} copied rows from {spec.target}.{spec.target_table}"
+
+
+def preview_revert(spec: CopySpec, source: Engine, target: Engine, checkpoint: CopyCheckpoint | None) -> RevertPreview:
+    """Count what ``revert_copy`` would carry back and delete; writes nothing."""
+    if checkpoint is None or reflect_table(target, spec.target_table) is None:
+        return RevertPreview(0, 0, 0, False)
+    if reflect_table(source, spec.table) is None:
+        # The source table is re-created by a downgrade that runs before the revert: every
+        # copied row will be inserted into it.
+        info = reflect_table(target, spec.target_table)
+        assert info is not None
+        with raw_connection(target) as tgt:
+            total = int(tgt.fetch(TableSql(target, info).count())[0][0])
+            tgt.rollback()
+        n = max(0, total - checkpoint.preexisting.count)
+        return RevertPreview(n, n, 0, True)
+    plan = build_plan(spec, source, target)
+    copied = to_insert = to_update = 0
+    with raw_connection(target) as tgt, raw_connection(source) as src:
+        copier = _Copier(plan.reversed(), tgt, src, target, source)
+        for found in _carry_back_slices(copier, checkpoint.preexisting):
+            copied += found.rows
+            to_insert += len(found.missing)
+            to_update += len(found.changed)
+        src.rollback()
+    return RevertPreview(copied, to_insert, to_update, False)
 
 
 def revert_copy(
@@ -1396,8 +1575,9 @@ def revert_copy(
     store: CheckpointStore,
     on_progress: ProgressCallback | None = None,
 ) -> RevertResult:
-    """Undo a copy: restore into the source the rows it lacks, then delete the copied rows
-    from the target (every row outside the pre-existing keys). Idempotent."""
+    """Undo a copy: carry the target's current version of every copied row back into the
+    source (inserting what it lacks, updating what differs), then delete the copied rows from
+    the target (every row outside the pre-existing keys). Idempotent."""
     started = time.monotonic()
     checkpoint = store.load()
     if checkpoint is None:  # the copy never began: it wrote nothing
@@ -1411,7 +1591,7 @@ def revert_copy(
     plan = build_plan(spec, source, target)
     pre = checkpoint.preexisting
     try:
-        restored = _restore_to_source(plan, source, target, pre, on_progress)
+        inserted, updated = _restore_to_source(plan, source, target, pre, on_progress)
         deleted = _delete_copied(plan, target, pre, on_progress)
     except CopyError:
         raise
@@ -1421,7 +1601,7 @@ def revert_copy(
             "fix the cause and revert again: a revert can be repeated safely",
         ) from exc
     store.save(CopyCheckpoint(None, 0, pre, 0))
-    return RevertResult(restored, deleted, time.monotonic() - started)
+    return RevertResult(inserted, deleted, time.monotonic() - started, rows_updated_in_source=updated)
 
 
 # --- checksums ---------------------------------------------------------------------------------

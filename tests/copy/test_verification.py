@@ -77,7 +77,7 @@ def test_verification_failure_keeps_preexisting_rows(make_database: MakeDatabase
     src_url, dst_url = make_database("sqlite"), make_database("sqlite")
     make_people(src_url, 10)
     make_people(dst_url, 0)
-    execute(dst_url, "INSERT INTO people VALUES (3, 'was here'), (99, 'also here')", *TRIGGERS["sqlite"])
+    execute(dst_url, "INSERT INTO people VALUES (3, 'person 3'), (99, 'also here')", *TRIGGERS["sqlite"])
     with pytest.raises(CopyVerificationError) as caught:
         copy_table(spec(name="people-copy", table="people"), engine(src_url), engine(dst_url), MemoryStore())
     assert caught.value.key == "(id=7)"
@@ -85,4 +85,4 @@ def test_verification_failure_keeps_preexisting_rows(make_database: MakeDatabase
     with eng.connect() as conn:
         rows = conn.execute(sa.text("SELECT id, name FROM people ORDER BY id")).all()
     eng.dispose()
-    assert [tuple(r) for r in rows] == [(3, "was here"), (99, "also here")]
+    assert [tuple(r) for r in rows] == [(3, "person 3"), (99, "also here")]

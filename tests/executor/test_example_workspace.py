@@ -3,48 +3,19 @@ shipping, applied and rolled back, on SQLite (dev) and on PostgreSQL + MariaDB (
 
 from __future__ import annotations
 
-import datetime as dt
-import shutil
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from orchestrator import api, executor
 from tests.conftest import MakeDatabase
-
-ROOT = Path(__file__).resolve().parents[2]
-SEED = "users@28b14b901000"
-COLUMNS = "id, user_id, street, city, postcode, country, created_at"
+from tests.executor.example import SEED, copy_example
+from tests.executor.example import address_rows as _rows
 
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
-    dest = tmp_path / "ws"
-    dest.mkdir()
-    shutil.copy(ROOT / "migrate.toml", dest / "migrate.toml")
-    shutil.copytree(ROOT / "services", dest / "services", ignore=shutil.ignore_patterns("__pycache__"))
-    return dest
-
-
-def _rows(url: str, table: str) -> list[tuple[object, ...]] | None:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table(table):
-                return None
-            result = conn.execute(sa.text(f"SELECT {COLUMNS} FROM {table} ORDER BY id"))
-            return [tuple(_text(v) for v in row) for row in result]
-    finally:
-        engine.dispose()
-
-
-def _text(value: object) -> str:
-    """Values as text, timestamps in UTC without an offset: a PostgreSQL timestamptz and a
-    MariaDB DATETIME holding the same instant compare equal."""
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return str(value)
+    return copy_example(tmp_path)
 
 
 def _move_and_restore(project: api.Project, env: str) -> None:
