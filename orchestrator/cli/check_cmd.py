@@ -59,6 +59,14 @@ def check(
         str | None,
         typer.Option("--since", help="Revision-level rules only for revisions added or changed since this git ref."),
     ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option("--baseline", help="Report only findings not recorded in this file (see --write-baseline)."),
+    ] = None,
+    write_baseline: Annotated[
+        str | None,
+        typer.Option("--write-baseline", help="Record today's findings in this file, to adopt the gate."),
+    ] = None,
     fmt: Annotated[CheckFormat, typer.Option("--format", "-f", help="text, json, junit or github.")] = CheckFormat.text,
     fail_on: Annotated[
         FailOn, typer.Option("--fail-on", help="The lowest level of finding that makes the exit code 1.")
@@ -78,6 +86,8 @@ def check(
         plan_file=plan_file,
         since=since,
         hook=hook,
+        baseline=baseline,
+        write_baseline=write_baseline,
     )
     if fmt is CheckFormat.json:
         print_json(result.to_json(threshold))

@@ -122,9 +122,12 @@ def finding(
     file: str | None = None,
     line: int | None = None,
     root: str = "",
+    level: Level | None = None,
 ) -> Finding:
-    """A finding of ``code`` at its catalog level; ``file`` is made relative to ``root``."""
-    return Finding(code, CODES[code].level, node, relative(file, root), line, message, hint)
+    """A finding of ``code`` at its catalog level (or a lower ``level``, for a finding that may
+    not hold, such as one about a name computed at run time); ``file`` is made relative to
+    ``root``."""
+    return Finding(code, level or CODES[code].level, node, relative(file, root), line, message, hint)
 
 
 def relative(path: str | None, root: str) -> str | None:

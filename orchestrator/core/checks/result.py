@@ -28,6 +28,8 @@ class CheckResult:
     plan_file: str | None = None
     roundtrip: str | None = None  # where the round trip ran (redacted), None if it did not
     notes: tuple[str, ...] = field(default=())
+    baseline: str | None = None  # the --baseline file whose findings are left out
+    baselined: int = 0  # how many findings it left out
 
     @property
     def errors(self) -> int:
@@ -72,6 +74,8 @@ class CheckResult:
                 "since": self.since,
                 "plan_file": self.plan_file,
                 "roundtrip": self.roundtrip,
+                "baseline": self.baseline,
+                "baselined": self.baselined,
             },
             "notes": list(self.all_notes),
         }

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.core.checks.findings import Finding, finding
-from orchestrator.core.checks.source import Op, RevisionSource
+from orchestrator.core.checks.source import Op, RevisionSource, computed
 from orchestrator.core.graph import FleetGraph
 from orchestrator.core.model import Revision, ServiceSpec
 
@@ -164,29 +164,50 @@ _DESTRUCTIVE_HINT = {
 }
 
 
+def _named(noun: str, name: str | None) -> str:
+    """``table 'users'``, or ``a table whose name is computed at run time (`t`)``."""
+    if computed(name):
+        return f"a {noun} whose name is computed at run time (`{(name or '')[1:-1]}`)"
+    return f"{noun} '{name}'"
+
+
+def _new_name(name: str | None) -> str:
+    return f"a name computed at run time (`{(name or '')[1:-1]}`)" if computed(name) else f"'{name}'"
+
+
+def _column(op: Op) -> str:
+    if computed(op.table) or computed(op.column):
+        return f"{_named('column', op.column)} of {_named('table', op.table)}"
+    return f"column '{op.table}.{op.column}'"
+
+
 def op_codes(op: Op) -> list[tuple[str, str]]:
-    """The MG2xx codes one operation raises, each with a description of what it does."""
-    obj = f"{op.table}.{op.column}" if op.column else op.table
+    """The MG2xx codes one operation raises, each with a description of what it does. A name
+    that is computed at run time is said to be so, never shown as a literal."""
     out: list[tuple[str, str]] = []
     if op.kind == "drop_table":
-        out.append(("MG201", f"drops table '{op.table}'"))
+        out.append(("MG201", f"drops {_named('table', op.table)}"))
     elif op.kind == "drop_column":
-        out.append(("MG202", f"drops column '{obj}'"))
+        out.append(("MG202", f"drops {_column(op) if op.column else _named('table', op.table)}"))
     elif op.kind == "rename_table":
-        out.append(("MG204", f"renames table '{op.table}' to '{op.new_name}'"))
+        out.append(("MG204", f"renames {_named('table', op.table)} to {_new_name(op.new_name)}"))
     elif op.kind in ("alter_column", "add_column"):
+        obj = _column(op) if op.column else _named("table", op.table)
         if op.new_name:
-            out.append(("MG204", f"renames column '{obj}' to '{op.new_name}'"))
+            out.append(("MG204", f"renames {obj} to {_new_name(op.new_name)}"))
         if op.type_change:
-            out.append(("MG203", f"changes the type of column '{obj}'"))
+            out.append(("MG203", f"changes the type of {obj}"))
         if op.not_null:
-            verb = "adds NOT NULL column" if op.kind == "add_column" else "sets NOT NULL on column"
+            verb = "adds NOT NULL" if op.kind == "add_column" else "sets NOT NULL on"
             extra = " without a server_default" if op.kind == "add_column" else ""
-            out.append(("MG205", f"{verb} '{obj}' of an existing table{extra}"))
+            out.append(("MG205", f"{verb} {obj} of an existing table{extra}"))
     return out
 
 
 def check_destructive(graph: FleetGraph, sources: SourceIndex, nodes: Sequence[str]) -> RuleOutcome:
+    """MG2xx. The same finding made twice in one revision (once per dialect branch of an
+    ``if ... dialect.name == ...``) is one finding, at its first line; a name computed at run
+    time lowers the finding to a warning."""
     findings = []
     root = _root(graph)
     for node in nodes:
@@ -194,10 +215,12 @@ def check_destructive(graph: FleetGraph, sources: SourceIndex, nodes: Sequence[s
         src = sources.get(node)
         if rev.destructive or src.destructive:
             continue
+        seen: set[tuple[str, str]] = set()
         for op in src.destructive_ops:
             for code, what in op_codes(op):
-                if src.allowed(code, op.lines):
+                if src.allowed(code, op.lines) or (code, what) in seen:
                     continue
+                seen.add((code, what))
                 findings.append(
                     finding(
                         code,
@@ -208,6 +231,7 @@ def check_destructive(graph: FleetGraph, sources: SourceIndex, nodes: Sequence[s
                         file=rev.path,
                         line=op.line,
                         root=root,
+                        level="warning" if op.computed else None,
                     )
                 )
     return RuleOutcome("destructive", tuple(nodes), tuple(findings))

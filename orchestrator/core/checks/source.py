@@ -9,21 +9,28 @@ is parsed only when its text outside ``downgrade()`` names an operation that mat
 
 Operations are the ``op.*`` calls of ``upgrade()`` (and of module-level helpers it calls),
 the ``batch_op.*`` calls inside ``with op.batch_alter_table(...) as batch_op:``, and the
-DDL in string literals passed to ``op.execute``.
+DDL in string literals passed to ``op.execute``. Two kinds of operation only qualify others:
+``update`` (a backfill: an UPDATE naming a column, as SQL text, ``sa.update()``,
+``table.update()`` or through the ORM) and ``copy_rows`` (``INSERT INTO new SELECT ... FROM
+old``, which with a later ``DROP TABLE old`` and a rename of ``new`` is a table rebuilt in
+place). A name that is not a literal (a loop variable, an expression) is kept as its source
+text between angle brackets, ``<name>``, and reported as computed, never as a literal.
 """
 
 from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Literal
 
 from orchestrator.core.pysource import body_kind
 
-OpKind = Literal["create_table", "drop_table", "rename_table", "add_column", "drop_column", "alter_column"]
+OpKind = Literal[
+    "create_table", "drop_table", "rename_table", "add_column", "drop_column", "alter_column", "update", "copy_rows"
+]
 
 _ATTR = re.compile(r"^(destructive|irreversible)\s*(?::[^=\n]*)?=\s*(True|1)\s*(?:#.*)?$", re.M)
 _ALLOW = re.compile(r"#\s*migrate:\s*allow\b([^#\n]*)", re.I)
@@ -41,6 +48,20 @@ _SQL_NOT_COLUMN = {"constraint", "index", "primary", "foreign", "check", "key", 
 _SQL_RENAME_TABLE = re.compile(r"^RENAME\s+TO\s+" + _IDENT, re.I)
 _SQL_RENAME_COLUMN = re.compile(r"^RENAME\s+(?:COLUMN\s+)?" + _IDENT + r"\s+TO\s+" + _IDENT, re.I)
 _SQL_ALTER_COLUMN = re.compile(r"^(?:ALTER|MODIFY|CHANGE)\s+(?:COLUMN\s+)?" + _IDENT + r"\s+(.*)", re.I | re.S)
+_SQL_CREATE_TABLE = re.compile(r"^CREATE\s+(?:TEMP(?:ORARY)?\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?" + _IDENT, re.I)
+_SQL_INSERT_SELECT = re.compile(
+    r"^INSERT\s+(?:OR\s+\w+\s+)?INTO\s+" + _IDENT + r".*?\bSELECT\b.*?\bFROM\s+" + _IDENT, re.I | re.S
+)
+_SQL_UPDATE = re.compile(r"^UPDATE\s+(.*?)\bSET\b(.*)$", re.I | re.S)
+_SQL_UPDATE_TABLE = re.compile(r"^(?:ONLY\s+)?" + _IDENT + r"(?:\s+(?:AS\s+)?\w+)?$", re.I)
+_SQL_SET_END = re.compile(r"\b(?:WHERE|FROM|RETURNING)\b", re.I)
+_SQL_ASSIGNED = re.compile(r"(?:^|,)\s*(?:\w+\.)?[`\"\[]?(\w+)[`\"\]]?\s*=(?!=)")
+_SA_MODULES = {"sa", "sqlalchemy", "expression", "sql"}
+
+
+def computed(name: str | None) -> bool:
+    """Whether a name read from a revision is computed at run time (kept as ``<source>``)."""
+    return name is not None and len(name) > 1 and name.startswith("<") and name.endswith(">")
 
 
 @dataclass(frozen=True)
@@ -54,6 +75,7 @@ class Op:
     column: str | None = None
     new_name: str | None = None  # rename_table / alter_column(new_column_name=...)
     columns: tuple[str, ...] = ()  # create_table
+    source: str | None = None  # copy_rows: the table the rows are read from
     type_change: bool = False  # alter_column(type_=...)
     not_null: bool = False  # alter_column(nullable=False) on a nullable column, add_column NOT NULL w/o default
     text: str = ""  # short rendering, for messages
@@ -61,6 +83,11 @@ class Op:
     @property
     def lines(self) -> range:
         return range(self.line, self.end_line + 1)
+
+    @property
+    def computed(self) -> bool:
+        """Whether a name this operation acts on is computed at run time, not a literal."""
+        return any(computed(n) for n in (self.table, self.column, self.new_name))
 
 
 class RevisionSource:
@@ -217,13 +244,22 @@ class RevisionSource:
     @cached_property
     def destructive_ops(self) -> tuple[Op, ...]:
         """The operations of ``upgrade()`` that drop, rename, retype or tighten something
-        that existed before this revision (tables it creates itself do not count)."""
+        that existed before this revision (tables it creates itself do not count, nor a
+        table rebuilt in place, nor NOT NULL set on a column the revision backfilled first)."""
         if not self.may_have_ops:
             return ()
+        ops = self.ops
+        rebuilt = _rebuild_steps(ops)
         created: set[str] = set()
         added: set[tuple[str, str]] = set()
+        filled: set[tuple[str, str]] = set()  # (table or "" when not known, column), lower case
         out: list[Op] = []
-        for op in self.ops:
+        for i, op in enumerate(ops):
+            if i in rebuilt or op.kind == "copy_rows":
+                continue
+            if op.kind == "update":
+                filled.add((_bare(op.table), (op.column or "").lower()))
+                continue
             if op.kind == "create_table":
                 created.add(op.table)
                 continue
@@ -237,10 +273,60 @@ class RevisionSource:
                 continue
             if op.column is not None and (op.table, op.column) in added and op.kind != "alter_column":
                 continue
+            if op.not_null and _backfilled(filled, op):
+                op = replace(op, not_null=False)
             if op.kind == "alter_column" and not (op.type_change or op.not_null or op.new_name):
                 continue
             out.append(op)
         return tuple(out)
+
+
+def _bare(table: str) -> str:
+    """A table name without its schema, lower case ("" when computed or not known)."""
+    return "" if not table or computed(table) else table.rsplit(".", 1)[-1].lower()
+
+
+def _backfilled(filled: set[tuple[str, str]], op: Op) -> bool:
+    column = (op.column or "").lower()
+    return bool(column) and ((_bare(op.table), column) in filled or ("", column) in filled)
+
+
+def _rebuild_steps(ops: tuple[Op, ...]) -> set[int]:
+    """The drops and renames that rebuild a table in place, the way SQLite alters one: the rows
+    of ``old`` are copied (``INSERT INTO new ... SELECT ... FROM old``) into a table that, once
+    ``old`` is dropped, ends up under ``old``'s original name."""
+    out: set[int] = set()
+    for i, copy in enumerate(ops):
+        if copy.kind != "copy_rows" or copy.source is None:
+            continue
+        source, target = copy.source.lower(), copy.table.lower()
+        drop = next(
+            (j for j in range(i + 1, len(ops)) if ops[j].kind == "drop_table" and ops[j].table.lower() == source), None
+        )
+        if drop is None:
+            continue
+        original, before = _follow(ops, range(i - 1, -1, -1), source, backwards=True)
+        final, after = _follow(ops, range(i + 1, len(ops)), target, backwards=False)
+        if original == final:
+            out |= {drop, *before, *after}
+    return out
+
+
+def _follow(ops: tuple[Op, ...], indexes: Iterable[int], name: str, *, backwards: bool) -> tuple[str, list[int]]:
+    """The name a table had before (or has after) the renames at ``indexes``, and those renames."""
+    used: list[int] = []
+    for j in indexes:
+        op = ops[j]
+        if op.kind != "rename_table" or op.new_name is None:
+            continue
+        old, new = op.table.lower(), op.new_name.lower()
+        if backwards and new == name:
+            name = old
+            used.append(j)
+        elif not backwards and old == name:
+            name = new
+            used.append(j)
+    return name, used
 
 
 # -- extraction ---------------------------------------------------------------------------
@@ -248,6 +334,7 @@ class _Extractor:
     def __init__(self, tree: ast.Module):
         self.functions: dict[str, ast.FunctionDef] = {}
         self.constants: dict[str, str] = {}
+        self.tables = _table_names(tree)
         for node in tree.body:
             if isinstance(node, ast.FunctionDef):
                 self.functions[node.name] = node
@@ -274,24 +361,35 @@ class _Extractor:
                         and _attr_call(call) == ("op", "batch_alter_table")
                         and isinstance(item.optional_vars, ast.Name)
                     ):
-                        table = self.string(_arg(call, 0, "table_name")) or "?"
+                        table = self.name(_arg(call, 0, "table_name"))
                         end = node.end_lineno or node.lineno
                         batches.append((item.optional_vars.id, node.lineno, end, table))
-        calls = sorted((n for n in ast.walk(fn) if isinstance(n, ast.Call)), key=lambda c: (c.lineno, c.col_offset))
-        for call in calls:
-            target = _attr_call(call)
-            if target is None:
-                if isinstance(call.func, ast.Name) and call.func.id in self.functions:
-                    yield from self.run(call.func.id)
-                continue
-            owner, method = target
-            if owner == "op":
-                yield from self.op_call(call, method, None)
-                continue
-            for alias, first, last, table in reversed(batches):
-                if alias == owner and first <= call.lineno <= last:
-                    yield from self.op_call(call, method, table)
-                    break
+        nodes: list[ast.Call | ast.Assign] = sorted(
+            (n for n in ast.walk(fn) if isinstance(n, ast.Call | ast.Assign)), key=lambda c: (c.lineno, c.col_offset)
+        )
+        for found in nodes:
+            if isinstance(found, ast.Assign):
+                yield from _attribute_backfills(found)
+            else:
+                yield from self.visit(found, batches)
+
+    def visit(self, call: ast.Call, batches: list[tuple[str, int, int, str]]) -> Iterator[Op]:
+        """The operations of one call: ``op.*``, ``batch_op.*``, a helper's, or a backfill."""
+        target = _attr_call(call)
+        if target is None or (target[0] != "op" and not any(b[0] == target[0] for b in batches)):
+            yield from self.other_call(call)
+        if target is None:
+            if isinstance(call.func, ast.Name) and call.func.id in self.functions:
+                yield from self.run(call.func.id)
+            return
+        owner, method = target
+        if owner == "op":
+            yield from self.op_call(call, method, None)
+            return
+        for alias, first, last, table in reversed(batches):
+            if alias == owner and first <= call.lineno <= last:
+                yield from self.op_call(call, method, table)
+                break
 
     def string(self, node: ast.expr | None) -> str | None:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -301,10 +399,67 @@ class _Extractor:
         return None
 
     def name(self, node: ast.expr | None) -> str:
+        """A literal name, or ``<source text>`` when it is computed at run time."""
         value = self.string(node)
         if value is not None:
             return value
-        return "?" if node is None else ast.unparse(node)
+        return "<?>" if node is None else f"<{ast.unparse(node)}>"
+
+    def other_call(self, call: ast.Call) -> Iterator[Op]:
+        """Backfills outside ``op``: ``conn.execute(...)`` / ``session.execute(...)`` of an UPDATE,
+        and the ORM's ``session.query(Model)...update({Model.column: ...})``."""
+        func = call.func
+        if not isinstance(func, ast.Attribute):
+            return
+        line, end = call.lineno, call.end_lineno or call.lineno
+        if func.attr == "execute":
+            yield from self.updates(_arg(call, 0, "statement"), line, end)
+        elif func.attr == "update" and isinstance(func.value, ast.Call):
+            values = _arg(call, 0, "values")
+            if isinstance(values, ast.Dict):
+                table = self.table_of(_query_model(func.value))
+                for column in _keys(values):
+                    yield Op("update", table, line, end, column=column, text=f"update {table}.{column}")
+
+    def updates(self, node: ast.expr | None, line: int, end: int) -> Iterator[Op]:
+        """The columns an UPDATE statement sets: SQL text (an f-string too), or
+        ``sa.update(t).values(...)`` / ``t.update().where(...).values(...)``."""
+        sql = _sql_literal(node) or _sql_template(node)
+        if sql is not None:
+            for statement in sql.split(";"):
+                yield from _sql_updates(" ".join(statement.split()), line, end)
+            return
+        columns: list[str] = []
+        while isinstance(node, ast.Call):
+            func = node.func
+            fname = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            if fname == "values":
+                columns += [k.arg for k in node.keywords if k.arg] + [c for a in node.args for c in _keys(a)]
+            elif fname == "update":
+                module_level = not isinstance(func, ast.Attribute) or (
+                    isinstance(func.value, ast.Name) and func.value.id in _SA_MODULES
+                )
+                if isinstance(func, ast.Attribute) and not module_level:
+                    subject: ast.expr | None = func.value
+                else:
+                    subject = node.args[0] if node.args else None
+                table = self.table_of(subject)
+                for column in columns:
+                    yield Op("update", table, line, end, column=column, text=f"update {table}.{column}")
+                return
+            node = func.value if isinstance(func, ast.Attribute) else None
+
+    def table_of(self, node: ast.expr | None) -> str:
+        """The table a ``sa.table("t")``, a ``Table`` variable or an ORM model names ("" if unknown)."""
+        if isinstance(node, ast.Call):
+            func = node.func
+            fname = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            return (self.string(node.args[0]) or "") if fname in ("table", "Table") and node.args else ""
+        if isinstance(node, ast.Attribute) and node.attr == "__table__":
+            return self.table_of(node.value)
+        if isinstance(node, ast.Name):
+            return self.tables.get(node.id, "")
+        return ""
 
     def op_call(self, call: ast.Call, method: str, batch_table: str | None) -> Iterator[Op]:
         line, end = call.lineno, call.end_lineno or call.lineno
@@ -346,9 +501,12 @@ class _Extractor:
                 text=f"alter_column {table}.{name}",
             )
         elif method == "execute" and batch_table is None:
-            sql = _sql_literal(_arg(call, 0, "sqltext"))
+            statement = _arg(call, 0, "sqltext")
+            sql = _sql_literal(statement)
             if sql:
                 yield from _sql_ops(sql, line, end)
+            else:
+                yield from self.updates(statement, line, end)
 
     def column_name(self, node: ast.expr | None) -> str | None:
         if not isinstance(node, ast.Call):
@@ -357,7 +515,10 @@ class _Extractor:
         fname = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
         if fname != "Column" or not node.args:
             return None
-        return self.string(node.args[0])
+        first = node.args[0]
+        if isinstance(first, ast.Call | ast.Attribute):
+            return self.string(first)  # Column(sa.Integer) has no name
+        return self.name(first)
 
 
 def _attr_call(call: ast.Call) -> tuple[str, str] | None:
@@ -365,6 +526,67 @@ def _attr_call(call: ast.Call) -> tuple[str, str] | None:
     if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
         return func.value.id, func.attr
     return None
+
+
+def _table_names(tree: ast.Module) -> dict[str, str]:
+    """Variables bound to ``sa.table("t", ...)`` / ``sa.Table("t", ...)``, and ORM classes with a
+    ``__tablename__``: name -> table."""
+    out: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            value = node.value
+            if isinstance(value, ast.Call) and value.args and isinstance(value.args[0], ast.Constant):
+                func = value.func
+                fname = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+                if fname in ("table", "Table") and isinstance(value.args[0].value, str):
+                    out[node.targets[0].id] = value.args[0].value
+        elif isinstance(node, ast.ClassDef):
+            for stmt in node.body:
+                if (
+                    isinstance(stmt, ast.Assign)
+                    and any(isinstance(t, ast.Name) and t.id == "__tablename__" for t in stmt.targets)
+                    and isinstance(stmt.value, ast.Constant)
+                    and isinstance(stmt.value.value, str)
+                ):
+                    out[node.name] = stmt.value.value
+    return out
+
+
+def _keys(node: ast.expr) -> list[str]:
+    """The column names a ``{"col": v}`` / ``{Model.col: v}`` / ``{t.c.col: v}`` mapping sets."""
+    if not isinstance(node, ast.Dict):
+        return []
+    out = []
+    for key in node.keys:
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            out.append(key.value)
+        elif isinstance(key, ast.Attribute):
+            out.append(key.attr)
+    return out
+
+
+def _query_model(node: ast.expr) -> ast.expr | None:
+    """The model of ``session.query(Model).filter(...)...``: the first argument of ``query``."""
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        if node.func.attr == "query":
+            return node.args[0] if node.args else None
+        node = node.func.value
+    return None
+
+
+def _attribute_backfills(assign: ast.Assign) -> Iterator[Op]:
+    """``row.column = value`` in ``upgrade()``: an ORM backfill of that column (table not known)."""
+    line, end = assign.lineno, assign.end_lineno or assign.lineno
+    for target in assign.targets:
+        if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name):
+            yield Op("update", "", line, end, column=target.attr, text=f"set {target.attr}")
+
+
+def _sql_template(node: ast.expr | None) -> str | None:
+    """An f-string's text, each computed part as ``{}`` (read for backfills only, never for DDL)."""
+    if not isinstance(node, ast.JoinedStr):
+        return None
+    return "".join(v.value if isinstance(v, ast.Constant) and isinstance(v.value, str) else "{}" for v in node.values)
 
 
 def _arg(call: ast.Call, index: int, keyword: str) -> ast.expr | None:
@@ -402,15 +624,45 @@ def _sql_literal(node: ast.expr | None) -> str | None:
     return None
 
 
+def _sql_updates(stmt: str, line: int, end: int) -> Iterator[Op]:
+    """The columns ``UPDATE table SET a = ..., b = ... WHERE ...`` sets (table "" if not plain)."""
+    m = _SQL_UPDATE.match(stmt)
+    if not m:
+        return
+    t = _SQL_UPDATE_TABLE.match(m.group(1).strip())
+    table = t.group(1) if t else ""
+    assignments = _SQL_SET_END.split(m.group(2), maxsplit=1)[0]
+    for column in _SQL_ASSIGNED.findall(assignments):
+        yield Op("update", table, line, end, column=column, text=stmt[:80])
+
+
+def _sql_plain(stmt: str, line: int, end: int) -> Op | None:
+    """CREATE TABLE, INSERT INTO ... SELECT ... FROM and DROP TABLE, as operations."""
+    m = _SQL_CREATE_TABLE.match(stmt)
+    if m:
+        return Op("create_table", m.group(1), line, end, text=stmt[:80])
+    m = _SQL_INSERT_SELECT.match(stmt)
+    if m:
+        return Op("copy_rows", m.group(1), line, end, source=m.group(2), text=stmt[:80])
+    m = _SQL_DROP_TABLE.search(stmt)
+    if m and stmt.upper().startswith("DROP"):
+        return Op("drop_table", m.group(1), line, end, text=stmt[:80])
+    return None
+
+
 def _sql_ops(sql: str, line: int, end: int) -> Iterator[Op]:
-    """DDL written as SQL text: each statement that drops, renames, retypes or tightens."""
+    """SQL text: each statement that drops, renames, retypes or tightens, and the CREATE TABLE,
+    INSERT ... SELECT and UPDATE statements that tell a rebuild or a backfill."""
     for statement in sql.split(";"):
         stmt = " ".join(statement.split())
         if not stmt:
             continue
-        m = _SQL_DROP_TABLE.search(stmt)
-        if m and stmt.upper().startswith("DROP"):
-            yield Op("drop_table", m.group(1), line, end, text=stmt[:80])
+        plain = _sql_plain(stmt, line, end)
+        if plain is not None:
+            yield plain
+            continue
+        if stmt.upper().startswith("UPDATE"):
+            yield from _sql_updates(stmt, line, end)
             continue
         m = _SQL_ALTER.search(stmt)
         if not m:
