@@ -26,6 +26,9 @@ class ObservedState:
     heads: tuple[tuple[str, tuple[str, ...]], ...]  # (service, applied heads), sorted
     completed_copies: tuple[str, ...] = ()  # copy names whose last run completed
     unmigrated: tuple[str, ...] = ()  # services whose database has no version table at all
+    # copy names whose revert stopped half-way: not complete (a new apply copies them again,
+    # after finishing the revert), yet rows of theirs may still be in the target, to revert
+    reverting_copies: tuple[str, ...] = ()
 
     @classmethod
     def of(
@@ -33,12 +36,19 @@ class ObservedState:
         heads: Mapping[str, Iterable[str]],
         completed_copies: Iterable[str] = (),
         unmigrated: Iterable[str] = (),
+        reverting_copies: Iterable[str] = (),
     ) -> ObservedState:
         return cls(
             heads=tuple(sorted((s, tuple(sorted(h))) for s, h in heads.items())),
             completed_copies=tuple(sorted(set(completed_copies))),
             unmigrated=tuple(sorted(set(unmigrated))),
+            reverting_copies=tuple(sorted(set(reverting_copies))),
         )
+
+    @property
+    def copies_to_revert(self) -> set[str]:
+        """Copy names whose rows may be in their target: complete, or half reverted."""
+        return set(self.completed_copies) | set(self.reverting_copies)
 
     def as_dict(self) -> dict[str, tuple[str, ...]]:
         return dict(self.heads)
@@ -144,18 +154,21 @@ def _expand_target(graph: FleetGraph, ref: str) -> set[str]:
 def plan_rollback_to(graph: FleetGraph, state: ObservedState, env: str, ref: str, created: str = "") -> Plan:
     """Take one service back to a revision and, first, every applied node that requires what
     is undone (transitively, in any service), and revert the copies that had to run before
-    an undone revision."""
+    an undone revision.
+
+    As ``alembic downgrade <rev>``, only the revisions that build on the target within the
+    service are undone: another branch of the service (a second root, the other side of a
+    branch point) stays. ``service@base`` undoes the whole service."""
     service, sep, rev = ref.partition("@")
     if not sep or service not in graph.services:
         graph.resolve(ref, where="--to")  # raises the right error
     applied = graph.applied_nodes(state.as_dict())
     if rev == "base":
-        keep: set[str] = set()
+        undo = {n for n in applied if n.partition("@")[0] == service}
     else:
         target = graph.resolve(ref, where="--to")
-        keep = graph.service_ancestors(service, [target.partition("@")[2]])
-    done = {c for c, spec in graph.copies.items() if spec.name in state.completed_copies}
-    undo = {n for n in applied if n.partition("@")[0] == service and n not in keep}
+        undo = _service_descendants(graph, service, target) & applied
+    done = {c for c, spec in graph.copies.items() if spec.name in state.copies_to_revert}
     while True:
         grown = undo | {n for n in graph.descendants(undo) if n in applied or n in done}
         # A completed copy ordered before something being undone (typically the drop of its
@@ -167,12 +180,30 @@ def plan_rollback_to(graph: FleetGraph, state: ObservedState, env: str, ref: str
     return _downgrade_plan(graph, state, env, undo, created)
 
 
+def _service_descendants(graph: FleetGraph, service: str, node: str) -> set[str]:
+    """The revisions of ``service`` that build on ``node`` (down_revision or depends_on,
+    transitively) within the service's own tree; ``node`` itself is not one of them."""
+    children: dict[str, list[str]] = {}
+    for child, revision in graph.revisions.items():
+        if revision.service == service:
+            for parent in (*revision.down_revisions, *revision.depends_on):
+                children.setdefault(node_id(service, parent), []).append(child)
+    seen: set[str] = set()
+    stack = list(children.get(node, ()))
+    while stack:
+        current = stack.pop()
+        if current not in seen:
+            seen.add(current)
+            stack.extend(children.get(current, ()))
+    return seen
+
+
 def plan_rollback_nodes(
     graph: FleetGraph, state: ObservedState, env: str, nodes: Sequence[str], created: str = ""
 ) -> Plan:
     """Undo the given nodes (those of one run), still applied, in reverse topological order."""
     applied = graph.applied_nodes(state.as_dict())
-    done = set(state.completed_copies)
+    done = state.copies_to_revert
     undo = set()
     for n in nodes:
         if n in graph.copies:

@@ -18,6 +18,7 @@ from orchestrator.events import CopyProgress, Event, StepFailed, StepFinished, S
 from orchestrator.runtime.alembic_runner import StatementLog, run_revisions
 from orchestrator.runtime.engines import create_engine, dialect_of, engine_for
 from orchestrator.runtime.journal import Journal, now_iso
+from orchestrator.runtime.readback import NotMigratedError, StepReadback
 
 Emit = Callable[[Event], None]
 
@@ -84,6 +85,7 @@ def _run_revisions(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -
     upgrade = unit.kind == "upgrade"
 
     finished: list[tuple[int, dict[str, Any], StepFinished]] = []  # committed, not yet journaled
+    readback: StepReadback | None = None
 
     def flush(also: list[tuple[int, dict[str, Any]]] | None = None) -> None:
         updates = [(seq, values) for seq, values, _ in finished] + (also or [])
@@ -102,20 +104,28 @@ def _run_revisions(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -
             emit(StepStarted(ctx.run_id, item.node, unit.kind))
         else:
             seconds = time.perf_counter() - started[rev]
+            assert readback is not None
+            readback.verify(rev, item.node)  # committed, and in the database given to it
             values = {"status": unit.done_status, "finished": now_iso(), "seconds": seconds}
             finished.append((item.seq, values, StepFinished(ctx.run_id, item.node, unit.kind, seconds)))
             result.done.append((item.seq, item.node, time.time()))
 
-    log = StatementLog([]) if dialect_of(url) in ("mysql", "mariadb") else None
+    def journal_statements(rev: str, statements: list[str]) -> None:
+        # No transactional DDL: what a revision sent is on record before it runs, so a
+        # crash half-way through leaves in the journal what may remain.
+        journal.step_update(ctx.run_id, by_rev[rev].seq, statements="\n".join(statements))
+
+    mysql = dialect_of(url) in ("mysql", "mariadb")
+    log = StatementLog([], on_statement=journal_statements) if mysql else None
     try:
-        with engine_for(url) as engine, engine.connect() as conn:
+        with engine_for(url) as engine, StepReadback(spec, url, engine, upgrade) as readback, engine.connect() as conn:
             run_revisions(spec, url, conn, [i.revision for i in unit.items], upgrade, hook, log)
         flush()
     except Exception as exc:
         flush()
         done = {seq for seq, _, _ in result.done}
         failing = next((i for i in unit.items if i.seq not in done), unit.items[-1])
-        error = database_error(exc)
+        error = exc.message if isinstance(exc, NotMigratedError) else database_error(exc)
         statements = tuple(log.statements) if log is not None and log.current == failing.revision else ()
         journal.step_update(
             ctx.run_id,
@@ -131,7 +141,8 @@ def _run_revisions(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -
 
 
 class JournalCheckpointStore:
-    """Keeps a copy's checkpoint in its journal step row."""
+    """Keeps a copy's checkpoint in the journal: in the env's copy record (``migrate_copies``),
+    which is what a revert reads, and, for history, in the step row of the attempt."""
 
     def __init__(self, journal: Journal, run_id: str, seq: int, name: str, for_revert: bool):
         self.journal = journal
@@ -142,17 +153,51 @@ class JournalCheckpointStore:
         self._own: Any = None
 
     def load(self) -> Any:
+        """For a copy: where an earlier attempt stands (None: start afresh). For a revert: what
+        the copy wrote, whichever run wrote it and whatever its step rows say (None: nothing)."""
         from orchestrator.runtime.copy import CopyCheckpoint
 
         if self._own is not None:
             return self._own
-        text = self.journal.copy_checkpoint(self.name, for_revert=self.for_revert)
-        return CopyCheckpoint.from_json(text) if text else None
+        record = self.journal.copy_record(self.name)
+        if record is None:
+            return None
+        state, text = record
+        checkpoint = CopyCheckpoint.from_json(text)
+        if state == "reverted":
+            return None  # nothing of the copy is left in the target
+        assert self.for_revert or state != "reverting", "finish the revert first (see revert_unfinished)"
+        return checkpoint
+
+    def revert_unfinished(self) -> bool:
+        """A revert of this copy stopped half-way: some rows may be back in the source and
+        gone from the target, others not. Only finishing it makes either side whole again."""
+        record = self.journal.copy_record(self.name)
+        return record is not None and record[0] == "reverting"
 
     def save(self, checkpoint: Any) -> None:
+        """After each committed batch of a copy; at the end of a revert (all undone)."""
         self._own = checkpoint
-        if not self.for_revert:
-            self.journal.step_checkpoint(self.run_id, self.seq, checkpoint.to_json(), checkpoint.rows_copied)
+        if self.for_revert:
+            self.journal.set_copy_record(self.name, self.run_id, "reverted", checkpoint.to_json())
+            return
+        self.journal.set_copy_record(self.name, self.run_id, "copying", checkpoint.to_json())
+        self.journal.step_checkpoint(self.run_id, self.seq, checkpoint.to_json(), checkpoint.rows_copied)
+
+    def begin_revert(self) -> bool:
+        """Mark the copy as being reverted; False when it never wrote anything."""
+        if self.journal.copy_record(self.name) is None:
+            return False
+        self.journal.set_copy_record(self.name, self.run_id, "reverting")
+        return True
+
+    def finish_copy(self) -> None:
+        """The copy completed and verified: its record says so, checkpoint kept for the revert."""
+        checkpoint = self.load()
+        if checkpoint is None:
+            return
+        self.journal.set_copy_record(self.name, self.run_id, "copied", checkpoint.to_json())
+        self.journal.step_checkpoint(self.run_id, self.seq, checkpoint.to_json(), checkpoint.rows_copied)
 
 
 def _run_copy(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -> UnitResult:
@@ -175,16 +220,30 @@ def _run_copy(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -> Uni
 
     try:
         if revert:
+            store.begin_revert()
             rr = copying.revert_copy(spec, source, target, store, on_progress=progress)
+            updated = (
+                f", {rr.rows_updated_in_source} updated there to {spec.target}'s newer values"
+                if rr.rows_updated_in_source
+                else ""
+            )
             detail = (
-                f"{rr.rows_restored_to_source} rows restored to {spec.source}, "
+                f"{rr.rows_restored_to_source} rows restored to {spec.source}{updated}, "
                 f"{rr.rows_deleted_from_target} removed from {spec.target}"
             )
             values: dict[str, Any] = {"rows": rr.rows_deleted_from_target}
         else:
+            detail = ""
+            if store.revert_unfinished():
+                # Copying now would compare the target with a half-restored source, and a
+                # failed copy deletes what it finds in the target: finish the revert first.
+                finish = JournalCheckpointStore(journal, ctx.run_id, item.seq, spec.name, for_revert=True)
+                rr = copying.revert_copy(spec, source, target, finish, on_progress=progress)
+                detail = f"finished an interrupted revert first ({rr.rows_restored_to_source} rows restored); "
             copying.preflight(spec, source, target)
             cr = copying.copy_table(spec, source, target, store, on_progress=progress)
-            detail = f"{cr.rows_copied} rows copied ({cr.rows_per_second:,.0f} rows/s, {cr.method}), verified"
+            store.finish_copy()
+            detail += f"{cr.rows_copied} rows copied ({cr.rows_per_second:,.0f} rows/s, {cr.method}), verified"
             values = {"rows": cr.rows_copied, "rows_per_second": cr.rows_per_second}
         seconds = time.perf_counter() - t0
         journal.step_update(
@@ -206,22 +265,34 @@ def _run_copy(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -> Uni
 
 # -- worker-process entry point -----------------------------------------------------------
 _worker_journal: dict[str, Journal] = {}
+_worker_events: list[Any] = []  # the queue to the parent's event pump
 
 
-def worker_init() -> None:
-    """First thing in a worker process: forget the connections inherited from the parent
-    (a forked child must never use, nor close, its parent's sockets)."""
+def worker_init(events: Any, parent_pid: int) -> None:
+    """First thing in a worker process: die with the parent (see lifeline), and forget the
+    connections inherited from it (a forked child must never use, nor close, its sockets)."""
+    from orchestrator import lifeline
     from orchestrator.runtime import engines
 
+    lifeline.bind_to_parent(parent_pid)
     for engine in engines._shared.values():
         engine.dispose(close=False)
     engines._shared.clear()
     _worker_journal.clear()
+    _worker_events[:] = [events]
 
 
-def run_unit_in_worker(unit: Unit, ctx: UnitContext, queue: Any) -> UnitResult:
+def run_unit_in_worker(unit: Unit, ctx: UnitContext) -> UnitResult:
+    from orchestrator.lifeline import exit_if_orphaned
+
     journal = _worker_journal.get(ctx.state_url)
     if journal is None:
         journal = Journal(ctx.state_url, ctx.env, create=False)
         _worker_journal[ctx.state_url] = journal
-    return run_unit(unit, ctx, journal, queue.put)
+    events = _worker_events[0]
+
+    def emit(event: Event) -> None:
+        exit_if_orphaned()  # also once per copied batch: progress follows each one
+        events.put(event)
+
+    return run_unit(unit, ctx, journal, emit)
