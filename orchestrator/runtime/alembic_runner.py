@@ -125,10 +125,27 @@ def _builtin_env(context: _OrchestratedContext, spec: ServiceSpec, connection: s
 
 @dataclass
 class StatementLog:
-    """Statements sent to a database while one revision ran (for non-transactional DDL)."""
+    """Statements sent to a database while one revision ran (for non-transactional DDL).
+
+    ``on_statement`` is called with the revision and its statements so far just before each
+    statement that may change the database is sent, so a crash leaves them on record."""
 
     statements: list[str]
     current: str | None = None
+    on_statement: Callable[[str, list[str]], None] | None = None
+
+    def add(self, statement: str) -> None:
+        self.statements.append(" ".join(statement.split()))  # one line each: journaled one a line
+        if self.on_statement is not None and self.current is not None and _may_write(statement):
+            self.on_statement(self.current, list(self.statements))
+
+
+_READS = ("select", "show", "describe", "desc", "explain", "set")
+
+
+def _may_write(statement: str) -> bool:
+    words = statement.lstrip(" (\n\t").split(None, 1)
+    return bool(words) and words[0].lower() not in _READS
 
 
 def run_revisions(
@@ -169,7 +186,7 @@ def run_revisions(
     if statement_log is not None:
 
         def listener(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
-            statement_log.statements.append(statement)
+            statement_log.add(statement)
 
         sa.event.listen(connection, "before_cursor_execute", listener)
     context = _OrchestratedContext(cfg, script, fn=fn)
@@ -186,6 +203,27 @@ def run_revisions(
     finally:
         if listener is not None:
             sa.event.remove(connection, "before_cursor_execute", listener)
+
+
+def stamp_revision(spec: ServiceSpec, url: str, connection: sa.Connection, target: str) -> None:
+    """Record ``target`` (a revision id, or ``base``) in the service's version table without
+    running any migration: Alembic's own stamp steps, through the service's env.py when it has
+    one, else the built-in environment (and so its ``version_table``)."""
+    cfg = make_config(spec, url)
+    cfg.attributes["connection"] = connection
+    script = script_directory(cfg, spec.script_location)
+
+    def fn(heads: Any, _context: Any) -> Any:
+        return script._stamp_revs((target,), heads)
+
+    context = _OrchestratedContext(cfg, script, fn=fn, destination_rev=(target,))
+    dialect = connection.dialect.name
+    context.orchestrator_opts = {"transactional_ddl": True if dialect == "sqlite" else None, "url": url}
+    with context:
+        if script.dir and _has_env_py(script):
+            script.run_env()
+        else:
+            _builtin_env(context, spec, connection)
 
 
 def _has_env_py(script: ScriptDirectory) -> bool:
