@@ -103,7 +103,14 @@ from sqlalchemy.engine import Engine
 
 from orchestrator.core.model import CopySpec
 from orchestrator.errors import EXIT_NEEDS_ATTENTION
-from orchestrator.runtime.copy_fast import TextRender, copy_text_render, digest_sql, text_block_sql, text_lines_sql
+from orchestrator.runtime.copy_fast import (
+    TextRender,
+    canon_exprs,
+    copy_text_render,
+    digest_sql,
+    text_block_sql,
+    text_lines_sql,
+)
 from orchestrator.runtime.copy_io import (
     BinaryCopyBody,
     CopyOutReader,
@@ -749,6 +756,11 @@ class _Copier:
             close = getattr(reader, "close", None)
             if close is not None:
                 close()
+            if run.refused:
+                # the reader may have met an error of its own, which leaves a PostgreSQL source
+                # transaction aborted: the Python path starts clean and meets the first error
+                # itself, not "current transaction is aborted"
+                self.src.rollback()
             if run.refused and self.digest is not None:
                 self.digest.valid = False  # the refused batch's lines were hashed already
 
@@ -1241,17 +1253,17 @@ def _verify(copier: _Copier, pre: PreexistingKeys) -> _Outcome:
     with ThreadPoolExecutor(max_workers=1) as pool:
         if copier.tgt.dialect != "sqlite":
             later = pool.submit(_side_digest, copier.tgt, copier.tsql, plan, 1, pre)
-            s_count, s_sum, skipped, _ = _side_digest(copier.src, copier.ssql, plan, 0, pre)
-            t_count, t_sum, _, _ = later.result()
+            s_count, s_sum, skipped, s_db = _side_digest(copier.src, copier.ssql, plan, 0, pre)
+            t_count, t_sum, _, t_db = later.result()
         elif copier.src.dialect != "sqlite":
             first = pool.submit(_side_digest, copier.src, copier.ssql, plan, 0, pre)
-            t_count, t_sum, _, _ = _side_digest(copier.tgt, copier.tsql, plan, 1, pre)
-            s_count, s_sum, skipped, _ = first.result()
+            t_count, t_sum, _, t_db = _side_digest(copier.tgt, copier.tsql, plan, 1, pre)
+            s_count, s_sum, skipped, s_db = first.result()
         else:
-            s_count, s_sum, skipped, _ = _side_digest(copier.src, copier.ssql, plan, 0, pre)
-            t_count, t_sum, _, _ = _side_digest(copier.tgt, copier.tsql, plan, 1, pre)
+            s_count, s_sum, skipped, s_db = _side_digest(copier.src, copier.ssql, plan, 0, pre)
+            t_count, t_sum, _, t_db = _side_digest(copier.tgt, copier.tsql, plan, 1, pre)
     if s_count != t_count or s_sum != t_sum:
-        detail, key = _first_difference(copier, pre)
+        detail, key = _first_difference(copier, pre, (s_db, t_db))
         raise CopyVerificationError(
             f"{_where(copier.spec, 'target')}: verification failed: the source has {s_count} "
             f"rows to copy and the target {t_count}"
@@ -1264,26 +1276,73 @@ def _verify(copier: _Copier, pre: PreexistingKeys) -> _Outcome:
     return _Outcome(s_count, t_count, skipped, f"md5-sum:{s_count}:{s_sum:x}")
 
 
-def _first_difference(copier: _Copier, pre: PreexistingKeys) -> tuple[str, str | None]:
+# (row as read, its canonical form, its key's canonical form)
+_CanonRow = tuple[tuple[Any, ...], tuple[str | None, ...], tuple[Any, ...]]
+
+
+class _CanonRows:
+    """Rows of one side read for narrowing a difference down, each with its key in Python's
+    canonical form (to match the two sides) and every column in the canonical form the
+    checksum of that side used: computed by the database when its checksum was, so that a
+    difference the checksums saw is a difference here too."""
+
+    def __init__(self, copier: _Copier, side: int, in_db: bool):
+        plan = copier.plan
+        self.sql = copier.ssql if side == 0 else copier.tsql
+        self.conn = copier.src if side == 0 else copier.tgt
+        self.names = copier.scols if side == 0 else copier.tcols
+        self.key = copier.skey if side == 0 else copier.tkey
+        cols = [p.source if side == 0 else p.target for p in plan.columns]
+        kinds = [p.kind for p in plan.columns]
+        self.exprs = (canon_exprs(self.sql, cols, kinds) if in_db else None) or []
+        self.hasher = RowHasher(kinds)
+        self.key_index = plan.key_index
+
+    def after(self, lo: Sequence[Any] | None) -> list[_CanonRow]:
+        """The next rows after ``lo`` in key order as (raw row, canonical row, canonical key)."""
+        sql, params = self.sql.rows_after(self.names, self.key, lo, LOOKUP_KEYS, self.exprs)
+        return self._read(sql, params)
+
+    def by_keys(self, keys: Sequence[Sequence[Any]]) -> list[_CanonRow]:
+        sql, params = self.sql.select_by_keys(self.names, self.key, keys, self.exprs)
+        return self._read(sql, params)
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[_CanonRow]:
+        rows = self.conn.fetch(sql, params)
+        self.conn.rollback()
+        n = len(self.names)
+        out = []
+        for row in rows:
+            raw = tuple(row[:n])
+            canon = self.hasher.canon(raw)
+            ck = tuple(canon[i] for i in self.key_index)
+            if self.exprs:
+                canon = tuple(None if v is None else _db_text(v) for v in row[n:])
+            out.append((raw, canon, ck))
+        return out
+
+
+def _db_text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "surrogateescape")
+    return str(value)
+
+
+def _first_difference(copier: _Copier, pre: PreexistingKeys, in_db: tuple[bool, bool]) -> tuple[str, str | None]:
     """Walk the source in key order, look its rows up in the target; name the first key that
-    is missing or differs, then look for target rows the source lacks."""
+    is missing or differs (and its first differing column, NULLs included), then look for
+    target rows the source lacks. ``in_db``: whether each side's checksum was computed by its
+    database, whose canonical forms are then the ones compared."""
     plan = copier.plan
-    hasher = RowHasher([p.kind for p in plan.columns])
+    source, target = _CanonRows(copier, 0, in_db[0]), _CanonRows(copier, 1, in_db[1])
     key_convs = [make_writer(copier.tgt.dialect, p.target, p.kind) for p in plan.key_pairs]
     lo: tuple[Any, ...] | None = None
     while True:
-        sql, params = copier.ssql.rows_after(copier.scols, copier.skey, lo, LOOKUP_KEYS)
-        rows = copier.src.fetch(sql, params)
-        copier.src.commit()
+        rows = source.after(lo)
         if not rows:
             break
-        lo = tuple(rows[-1][i] for i in plan.key_index)
-        wanted = []
-        for row in rows:
-            canon = hasher.canon(row)
-            ck = tuple(canon[i] for i in plan.key_index)
-            if not pre.contains(ck):
-                wanted.append((row, canon, ck))
+        lo = tuple(rows[-1][0][i] for i in plan.key_index)
+        wanted = [r for r in rows if not pre.contains(r[2])]
         if not wanted:
             continue
         keys = [
@@ -1293,28 +1352,27 @@ def _first_difference(copier: _Copier, pre: PreexistingKeys) -> tuple[str, str |
             )
             for row, _, _ in wanted
         ]
-        tsql, tparams = copier.tsql.select_by_keys(copier.tcols, copier.tkey, keys)
-        found = {}
-        for trow in copier.tgt.fetch(tsql, tparams):
-            tcanon = hasher.canon(trow)
-            found[tuple(tcanon[i] for i in plan.key_index)] = tcanon
-        copier.tgt.rollback()
+        found = {ck: canon for _, canon, ck in target.by_keys(keys)}
         for row, canon, ck in wanted:
             key = _key_text(copier.skey, [row[i] for i in plan.key_index])
             other = found.get(ck)
             if other is None:
                 return f"the row with key {key} is missing from the target", key
-            if other != canon:
-                for pair, a, b in zip(plan.columns, canon, other, strict=True):
-                    if a != b:
-                        return (
-                            f"the first differing row has key {key}: column "
-                            f"'{pair.target.name}' is {_short(a)} in the source and {_short(b)} "
-                            "in the target",
-                            key,
-                        )
+            for pair, a, b in zip(plan.columns, canon, other, strict=True):
+                if a != b:
+                    return (
+                        f"the first differing row has key {key}: column "
+                        f"'{pair.target.name}' is {_short(a)} in the source and {_short(b)} "
+                        "in the target",
+                        key,
+                    )
     # every source row is in the target: look for a target row the source lacks
-    lo = None
+    return _row_only_in_target(copier, pre)
+
+
+def _row_only_in_target(copier: _Copier, pre: PreexistingKeys) -> tuple[str, str | None]:
+    plan = copier.plan
+    lo: tuple[Any, ...] | None = None
     back_convs = [make_writer(copier.src.dialect, p.source, p.kind) for p in plan.key_pairs]
     while True:
         sql, params = copier.tsql.keys_after(copier.tkey, lo, LOOKUP_KEYS)

@@ -29,8 +29,8 @@ def _pg_canon(sql: TableSql, col: ColumnInfo, kind: Kind) -> str | None:
     x = sql.q(col.name)
     k = col.kind
     if kind in ("integer", "boolean"):
-        if k == "boolean":
-            return f"CASE WHEN {x} THEN '1' ELSE '0' END"
+        if k == "boolean":  # NULL stays NULL, as in the Python form and on MariaDB
+            return f"CASE WHEN {x} THEN '1' WHEN NOT {x} THEN '0' END"
         return f"{x}::text" if k == "integer" else None
     if kind == "decimal" and k in ("decimal", "integer"):
         return f"trim_scale({x}::numeric)::text"
@@ -69,22 +69,31 @@ def _mysql_canon(sql: TableSql, col: ColumnInfo, kind: Kind) -> str | None:
     return None
 
 
+def canon_exprs(sql: TableSql, columns: Sequence[ColumnInfo], kinds: Sequence[Kind]) -> list[str] | None:
+    """Each column's canonical text (NULL for NULL) as the database computes it, or None when a
+    column has no exact SQL form here (then Python computes it)."""
+    if sql.dialect == "postgresql":
+        parts = [_pg_canon(sql, c, k) for c, k in zip(columns, kinds, strict=True)]
+    elif sql.dialect == "mysql":
+        parts = [_mysql_canon(sql, c, k) for c, k in zip(columns, kinds, strict=True)]
+    else:
+        return None
+    return None if any(p is None for p in parts) else [p for p in parts if p is not None]
+
+
 def digest_sql(sql: TableSql, columns: Sequence[ColumnInfo], kinds: Sequence[Kind]) -> str | None:
     """``SELECT count, sum`` of the 60-bit MD5 prefixes of every row's canonical line, or None
     when a column has no exact SQL form here (then Python computes the same lines)."""
+    parts = canon_exprs(sql, columns, kinds)
+    if parts is None:
+        return None
     if sql.dialect == "postgresql":
-        parts = [_pg_canon(sql, c, k) for c, k in zip(columns, kinds, strict=True)]
-        if any(p is None for p in parts):
-            return None
         fields = [f"coalesce(length({p}) || ':' || {p}, 'N')" for p in parts]
         line = " || ',' || ".join(fields)
         return (
             f"SELECT count(*), coalesce(sum(('x' || substr(md5({line}), 1, 15))::bit(60)::bigint), 0) FROM {sql.name}"
         )
     if sql.dialect == "mysql":
-        parts = [_mysql_canon(sql, c, k) for c, k in zip(columns, kinds, strict=True)]
-        if any(p is None for p in parts):
-            return None
         fields = [f"IFNULL(CONCAT(CHAR_LENGTH({p}), ':', {p}), 'N')" for p in parts]
         line = f"CONCAT_WS(',', {', '.join(fields)})"
         return (

@@ -5,7 +5,8 @@ binary COPY body (what stays when header and trailer are cut), the check that a 
 unescaped COPY text is exact, and a reader thread that stays a few blocks ahead.
 
 Values always travel as bound parameters (or COPY data); SQL text only ever holds identifiers
-that were found in the reflected table and quoted by the dialect's identifier preparer.
+that were found in the reflected table, quoted for SQL and then escaped for the driver's
+paramstyle (a literal ``%`` is ``%%`` wherever the driver takes ``%s``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from orchestrator.runtime.copy_schema import Dialect, TableInfo, dialect_of
+from orchestrator.runtime.copy_schema import Dialect, TableInfo, dialect_of, quote_identifier
 
 # MariaDB session for writing: strict (an unrepresentable value is an error, never a warning
 # with a truncated value), and an explicit 0 in an AUTO_INCREMENT key stays 0.
@@ -36,20 +37,22 @@ class TableSql:
     def __init__(self, engine: Engine, table: TableInfo):
         self.dialect: Dialect = dialect_of(engine)
         self.table = table
-        self._prep = engine.dialect.identifier_preparer
         self.mark = "?" if self.dialect == "sqlite" else "%s"
+
+    def _quote(self, name: str) -> str:
+        # quoted for SQL, then for the driver: psycopg and pymysql read a lone % as a placeholder
+        quoted = quote_identifier(self.dialect, name)
+        return quoted.replace("%", "%%") if self.mark == "%s" else quoted
 
     def q(self, name: str) -> str:
         if self.table.find(name) is None:
             raise ValueError(f"{name!r} is not a column of {self.table.display}")
-        quoted: str = self._prep.quote(name)
-        return quoted.replace("%", "%%") if self.mark == "%s" else quoted
+        return self._quote(name)
 
     @property
     def name(self) -> str:
         parts = [self.table.name] if not self.table.schema else [self.table.schema, self.table.name]
-        quoted = ".".join(self._prep.quote(p) for p in parts)
-        return quoted.replace("%", "%%") if self.mark == "%s" else quoted
+        return ".".join(self._quote(p) for p in parts)
 
     def cols(self, names: Sequence[str]) -> str:
         return ", ".join(self.q(n) for n in names)
@@ -136,11 +139,24 @@ class TableSql:
         """The keys of the next ``n`` rows after ``lo``, in key order."""
         return self.rows_after(key, key, lo, n)
 
+    def _select_list(self, columns: Sequence[str], extra: Sequence[str]) -> str:
+        # each expression gets a name no column has: ORDER BY a column's name must not be ambiguous
+        taken = {c.name.lower() for c in self.table.columns}
+        named = []
+        for i, expr in enumerate(extra):
+            alias = f"migrate_expr_{i}"
+            while alias in taken:
+                alias += "_"
+            named.append(f"{expr} AS {self._quote(alias)}")
+        return ", ".join([self.cols(columns), *named])
+
     def rows_after(
-        self, columns: Sequence[str], key: Sequence[str], lo: Sequence[Any] | None, n: int
+        self, columns: Sequence[str], key: Sequence[str], lo: Sequence[Any] | None, n: int, extra: Sequence[str] = ()
     ) -> tuple[str, list[Any]]:
+        """The next ``n`` rows after ``lo``: ``columns``, then the expressions ``extra``."""
         where, params = self.where(self.range_parts(key, lo, None))
-        sql = f"SELECT {self.cols(columns)} FROM {self.name}{where} ORDER BY {self.order(key)} LIMIT {int(n)}"
+        select = self._select_list(columns, extra)
+        sql = f"SELECT {select} FROM {self.name}{where} ORDER BY {self.order(key)} LIMIT {int(n)}"
         return sql, params
 
     def delete_range(self, key: Sequence[str], lo: Sequence[Any] | None, hi: Sequence[Any]) -> tuple[str, list[Any]]:
@@ -155,10 +171,10 @@ class TableSql:
         return " OR ".join(f"({one})" for _ in keys), params
 
     def select_by_keys(
-        self, columns: Sequence[str], key: Sequence[str], keys: Sequence[Sequence[Any]]
+        self, columns: Sequence[str], key: Sequence[str], keys: Sequence[Sequence[Any]], extra: Sequence[str] = ()
     ) -> tuple[str, list[Any]]:
         cond, params = self.match_keys(key, keys)
-        return f"SELECT {self.cols(columns)} FROM {self.name} WHERE {cond}", params
+        return f"SELECT {self._select_list(columns, extra)} FROM {self.name} WHERE {cond}", params
 
     def delete_by_keys(self, key: Sequence[str], keys: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
         cond, params = self.match_keys(key, keys)
@@ -168,11 +184,20 @@ class TableSql:
         return f"INSERT INTO {self.name} ({self.cols(columns)}) VALUES ({self.marks(len(columns))})"
 
     def copy_in(self, columns: Sequence[str], binary: bool) -> str:
+        """The ``COPY ... FROM STDIN`` statement, as sent without parameters."""
         fmt = "BINARY" if binary else "TEXT"
-        return f"COPY {self.name} ({self.cols(columns)}) FROM STDIN (FORMAT {fmt})"
+        return without_params(f"COPY {self.name} ({self.cols(columns)}) FROM STDIN (FORMAT {fmt})")
 
     def count(self) -> str:
         return f"SELECT count(*) FROM {self.name}"
+
+
+def without_params(sql: str) -> str:
+    """``sql``, built for a driver call with parameters (a literal ``%`` written ``%%``), as the
+    text of a call without any: psycopg's ``copy()`` merges nothing into such a statement, so
+    the ``%%`` would reach the server as written. (pymysql and psycopg's ``execute()`` are always
+    called here with a tuple, even an empty one, and do the merging themselves.)"""
+    return sql.replace("%%", "%")
 
 
 # --- connections -------------------------------------------------------------------------------
@@ -197,6 +222,8 @@ class RawConn:
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self.dbapi.cursor()
+        if self.dialect == "postgresql":  # JSON as its text, as stream_rows reads it
+            _pg_text_json_loaders(cur)
         try:
             cur.execute(sql, tuple(params))
             return [tuple(r) for r in cur.fetchall()]
@@ -519,7 +546,8 @@ class CopyOutReader:
         _GC_PAUSE.enter()
         cur = self.conn.dbapi.cursor()
         try:
-            with cur.copy(self.sql, self.params):  # psycopg starts it (and cancels it on error)
+            statement = self.sql if self.params else without_params(self.sql)
+            with cur.copy(statement, self.params or None):  # psycopg starts it (and cancels it on error)
                 pgconn = self.conn.dbapi.pgconn
                 get = pgconn.get_copy_data
                 poll = select.poll()

@@ -116,6 +116,14 @@ def dialect_of(engine: Engine) -> Dialect:
     )
 
 
+def quote_identifier(dialect: Dialect, name: str) -> str:
+    """``name`` quoted for SQL text: always quoted, its quote character doubled. Nothing is
+    escaped for a driver's paramstyle here (see ``TableSql``), unlike SQLAlchemy's preparer,
+    which doubles ``%`` for drivers that take ``%s``."""
+    mark = "`" if dialect == "mysql" else '"'
+    return mark + name.replace(mark, mark + mark) + mark
+
+
 def split_table_name(table: str) -> tuple[str | None, str]:
     if "." in table:
         schema, _, name = table.partition(".")
@@ -219,8 +227,8 @@ def _classify(dialect: Dialect, type_: Any, extra: dict[str, Any]) -> dict[str, 
 
 
 def _pg_extras(engine: Engine, schema: str | None, name: str) -> dict[str, tuple[int, str]]:
-    prep = engine.dialect.identifier_preparer
-    qualified = (prep.quote(schema) + "." if schema else "") + prep.quote(name)
+    # a value, not SQL text: quoted for PostgreSQL, with no escaping for the driver
+    qualified = (quote_identifier("postgresql", schema) + "." if schema else "") + quote_identifier("postgresql", name)
     sql = sa.text(
         "SELECT a.attname, a.atttypid::int, format_type(a.atttypid, a.atttypmod) "
         "FROM pg_attribute a WHERE a.attrelid = to_regclass(:rel) "
@@ -231,7 +239,7 @@ def _pg_extras(engine: Engine, schema: str | None, name: str) -> dict[str, tuple
     return {str(r[0]): (int(r[1]), str(r[2])) for r in rows}
 
 
-_JSON_CHECK = re.compile(r"json_valid\(`?([^`)]+)`?\)", re.IGNORECASE)
+_JSON_CHECK = re.compile(r"json_valid\((`(?:[^`]|``)+`|[^`)]+)\)", re.IGNORECASE)
 
 
 def _mysql_extras(engine: Engine, schema: str | None, name: str) -> tuple[dict[str, str | None], set[str]]:
@@ -262,8 +270,18 @@ def _mysql_extras(engine: Engine, schema: str | None, name: str) -> tuple[dict[s
         for (clause,) in checks:
             match = _JSON_CHECK.search(str(clause))
             if match:
-                json_cols.add(match.group(1))
+                found = match.group(1)
+                json_cols.add(found[1:-1].replace("``", "`") if found.startswith("`") else found)
     return charsets, json_cols
+
+
+def _mysql_name(reflected: str, known: set[str]) -> str:
+    """The real name of a column SQLAlchemy reflected from MariaDB (``known``: the names the
+    information schema lists)."""
+    if reflected in known:
+        return reflected
+    plain = reflected.replace("``", "`")
+    return plain if plain in known else reflected
 
 
 def reflect_table(engine: Engine, table: str) -> TableInfo | None:
@@ -288,6 +306,11 @@ def reflect_table(engine: Engine, table: str) -> TableInfo | None:
         pg = _pg_extras(engine, schema, name)
     elif dialect == "mysql":
         charsets, json_cols = _mysql_extras(engine, schema, name)
+    if dialect == "mysql":  # SQLAlchemy reflects MariaDB names with their backticks still doubled
+        known = set(charsets)
+        raw_columns = [{**rc, "name": _mysql_name(str(rc["name"]), known)} for rc in raw_columns]
+        pk = tuple(_mysql_name(c, known) for c in pk)
+        uniques = [tuple(_mysql_name(c, known) for c in u) for u in uniques]
     columns: list[ColumnInfo] = []
     for rc in raw_columns:
         col_name = str(rc["name"])

@@ -438,9 +438,11 @@ def _canon_int(v: Any) -> str:
 
 def _canon_float(v: Any) -> str:
     try:
-        return repr(float(v))
+        f = float(v)
     except (TypeError, ValueError):
         return str(v)
+    # -0.0 equals 0.0, and MariaDB cannot hold it (its DOUBLE stores and returns 0): one form
+    return "0.0" if f == 0 else repr(f)
 
 
 def _canon_str(v: Any) -> str:
