@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.model import CopySpec, EnvSpec, Manifest, RequireSpec, ServiceSpec
+from orchestrator.core.redact import quote_userinfo, register_url_secrets, split_userinfo
 from orchestrator.errors import ManifestError
 
 MANIFEST_NAME = "migrate.toml"
@@ -18,7 +19,8 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 _TOP_KEYS = {"plans_dir", "default_env", "services", "envs", "copies", "requires"}
-_SERVICE_KEYS = {"script_location", "version_table", "target_metadata", "naming_convention"}
+_SERVICE_KEYS = {"script_location", "version_table", "target_metadata", "naming_convention", "environ"}
+_ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_KEYS = {"url", "urls", "state_url", "protected", "scratch"}
 _COPY_KEYS = {
     "name",
@@ -60,7 +62,7 @@ def find_manifest(
     if pyproject.is_file():
         try:
             data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError):
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             data = {}
         if "migrate" in data.get("tool", {}):
             return pyproject.resolve(), True
@@ -84,6 +86,13 @@ def parse_manifest_file(path: Path, is_pyproject: bool = False) -> Manifest:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ManifestError(f"cannot read: {exc.strerror}", file=file) from exc
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ManifestError(
+            f"is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line {line} cannot be decoded",
+            file=file,
+            hint="save the manifest as UTF-8 (TOML files are UTF-8)",
+        ) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -168,8 +177,7 @@ def parse_manifest(data: dict[str, Any], *, file: str, root: str, prefix: str = 
     services: list[ServiceSpec] = []
     for name in sorted(services_raw):
         key = f"services.{name}"
-        if not _NAME.match(name):
-            raise r.fail(key, "a service name may hold letters, digits, '_', '-' and '.' only")
+        _check_name(r, key, name, "service")
         table = r.table(services_raw[name], key)
         r.unknown(table, _SERVICE_KEYS, key)
         location = r.string(table, "script_location", key, required=True)
@@ -197,6 +205,7 @@ def parse_manifest(data: dict[str, Any], *, file: str, root: str, prefix: str = 
                 version_table=r.string(table, "version_table", key) or "alembic_version",
                 target_metadata=target_metadata,
                 naming_convention=tuple(sorted(conv.items())),
+                environ=_service_environ(r, table, key),
             )
         )
     names = {s.name for s in services}
@@ -204,6 +213,7 @@ def parse_manifest(data: dict[str, Any], *, file: str, root: str, prefix: str = 
     envs: list[EnvSpec] = []
     for env_name, env_raw in sorted(r.table(data.get("envs", {}), "envs").items()):
         key = f"envs.{env_name}"
+        _check_name(r, key, env_name, "environment")
         table = r.table(env_raw, key)
         r.unknown(table, _ENV_KEYS, key)
         urls_raw = r.table(table.get("urls", {}), f"{key}.urls")
@@ -347,6 +357,46 @@ def _env_flags(r: _Reader, table: dict[str, Any], key: str) -> tuple[bool, bool]
     return protected, scratch
 
 
+def _service_environ(r: _Reader, table: dict[str, Any], key: str) -> tuple[tuple[str, str], ...]:
+    """``environ = { NAME = "value" }`` of a service: variable names and string values."""
+    raw = r.table(table.get("environ", {}), f"{key}.environ")
+    for name, value in raw.items():
+        where = f"{key}.environ.{name}"
+        if not _ENV_VAR_NAME.match(name):
+            raise r.fail(where, "an environment variable name holds letters, digits and '_' and does not start with a digit")
+        if not isinstance(value, str):
+            raise r.fail(where, f"expected a string (e.g. \"{{url}}\"), got {_kind(value)}")
+        _check_var_syntax(r, where, value)
+    return tuple(sorted(raw.items()))
+
+
+def service_environ(
+    spec: ServiceSpec, url: str, environ: Mapping[str, str], *, file: str
+) -> dict[str, str]:
+    """A service's ``environ`` for one run: ``{url}`` is its URL in the env being run and each
+    ``${VAR}`` comes from ``environ`` (a missing one is an error naming it). A password written
+    into a value through a ``${VAR}`` is registered as a secret, like one of a URL."""
+    out: dict[str, str] = {}
+    for name, template in spec.environ:
+        key = f"services.{spec.name}.environ.{name}"
+        expanded = expand_vars(template, environ, file=file, key=key)
+        parts = split_userinfo(template)
+        register_url_secrets(template, expanded, [environ[v] for v in _VAR.findall(parts[1])] if parts else [])
+        out[name] = expanded.replace("{url}", url)
+    return out
+
+
+def _check_name(r: _Reader, key: str, name: str, what: str) -> None:
+    """Env and service names are plain names: they become folder and file names (SPEC §3)."""
+    if not _NAME.fullmatch(name):
+        raise r.fail(
+            key,
+            f"{what} name {name!r} is not a plain name: letters, digits, '_', '-' and '.' only, "
+            "not starting with '.', and no path separators",
+            hint=f"rename it, e.g. {re.sub(r'[^A-Za-z0-9_.-]+', '-', name).strip('.-') or 'main'!r}",
+        )
+
+
 def _check_var_syntax(r: _Reader, key: str, value: str) -> None:
     stripped = _VAR.sub("", value)
     if "${" in stripped:
@@ -368,6 +418,30 @@ def expand_vars(value: str, environ: Mapping[str, str], *, file: str, key: str) 
         return environ[name]
 
     return _VAR.sub(sub, value)
+
+
+def expand_url(raw: str, environ: Mapping[str, str], *, file: str, key: str) -> str:
+    """Expand a manifest URL's ``${VARS}``, register what in it is secret (SPEC §3: decided
+    on the URL as written, before any parser sees it), and percent-encode a raw '@', space or
+    '/' of its user-info so that a URL parser reads the password whole."""
+    expanded = expand_vars(raw, environ, file=file, key=key)
+    parts = split_userinfo(raw)
+    in_userinfo = [environ[name] for name in _VAR.findall(parts[1])] if parts else []
+    register_url_secrets(raw, expanded, in_userinfo)
+    return quote_userinfo(expanded)
+
+
+_ORIGINS: dict[str, tuple[str, str]] = {}
+
+
+def _origin(url: str, manifest: Manifest, key: str) -> str:
+    _ORIGINS[url] = (manifest.path, key)
+    return url
+
+
+def url_origin(url: str) -> tuple[str, str] | None:
+    """``(manifest file, key)`` a URL expanded by ``service_url``/``state_url`` came from."""
+    return _ORIGINS.get(url)
 
 
 def absolutize_sqlite(url: str, root: str) -> str:
@@ -413,7 +487,10 @@ def service_url(manifest: Manifest, env: str, service: str, environ: Mapping[str
     key = f"envs.{env}.urls.{service}" if any(s == service for s, _ in spec.urls) else f"envs.{env}.url"
     if raw is None:
         raise ManifestError(f"no database URL for service '{service}'", file=manifest.path, key=key)
-    return absolutize_sqlite(expand_vars(raw, environ, file=manifest.path, key=key), manifest.root)
+    url = absolutize_sqlite(expand_url(raw, environ, file=manifest.path, key=key), manifest.root)
+    if any(s.name == service for s in manifest.services):  # its environ's ${VARS} are checked now, before any run
+        service_environ(manifest.service(service), url, environ, file=manifest.path)
+    return _origin(url, manifest, key)
 
 
 def state_url(manifest: Manifest, env: str, environ: Mapping[str, str] | None = None) -> str:
@@ -421,6 +498,7 @@ def state_url(manifest: Manifest, env: str, environ: Mapping[str, str] | None = 
     environ = os.environ if environ is None else environ
     spec = manifest.env(env)
     if spec.state_url:
-        url = expand_vars(spec.state_url, environ, file=manifest.path, key=f"envs.{env}.state_url")
-        return absolutize_sqlite(url, manifest.root)
+        key = f"envs.{env}.state_url"
+        url = expand_url(spec.state_url, environ, file=manifest.path, key=key)
+        return _origin(absolutize_sqlite(url, manifest.root), manifest, key)
     return f"sqlite:///{Path(manifest.root, '.migrate', env, 'state.db').resolve()}"

@@ -10,8 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
+from orchestrator.core.manifest import url_origin
 from orchestrator.core.redact import redact_text, redact_url
 from orchestrator.errors import DatabaseUnreachableError, ManifestError
 
@@ -53,11 +54,38 @@ def _transactional_sqlite(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
 
 
+def bad_url(url: str, problem: str, hint: str | None = None) -> ManifestError:
+    """A URL that cannot be used, named by the manifest file and key it was expanded from."""
+    file, key = url_origin(url) or ("(environment)", None)
+    return ManifestError(f"{problem}: {redact_url(url)}", file=file, key=key, hint=hint)
+
+
+def _dialect_problem(parsed: URL, url: str, exc: Exception) -> ManifestError:
+    if isinstance(exc, sa.exc.NoSuchModuleError):
+        return bad_url(
+            url,
+            f"unknown database dialect '{parsed.drivername}'",
+            "use a SQLAlchemy URL such as postgresql+psycopg://..., mysql+pymysql://... or sqlite:///...",
+        )
+    return bad_url(
+        url,
+        f"the driver of '{parsed.drivername}' is not installed ({redact_text(str(exc))})",
+        "install the driver package, or name an installed one in the URL (e.g. postgresql+psycopg://)",
+    )
+
+
 def create_engine(url: str, *, create_sqlite_dir: bool = True, **kw: Any) -> sa.Engine:
     try:
         parsed = make_url(url)
     except Exception as exc:
-        raise ManifestError(f"not a database URL: {redact_url(url)}", file="(environment)") from exc
+        raise bad_url(url, "not a database URL") from exc
+    try:
+        return _create_engine(parsed, url, create_sqlite_dir, kw)
+    except (sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise _dialect_problem(parsed, url, exc) from None
+
+
+def _create_engine(parsed: URL, url: str, create_sqlite_dir: bool, kw: dict[str, Any]) -> sa.Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         path = sqlite_path(url)

@@ -18,7 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from orchestrator.core.redact import redact_url
+from orchestrator.core.redact import quote_userinfo, redact_text, redact_url, register_url_secrets
 from orchestrator.errors import MigrateError
 from orchestrator.runtime.engines import unreachable
 
@@ -27,6 +27,7 @@ SERVER_BACKENDS = ("postgresql", "mysql", "mariadb")
 
 def describe(server_url: str | None) -> str:
     """Where the scratch databases live, for messages (password masked)."""
+    server_url = _registered(server_url)
     if not server_url or make_url(server_url).get_backend_name() == "sqlite":
         return "temporary SQLite databases"
     return f"throw-away databases on {redact_url(server_url)}"
@@ -35,6 +36,7 @@ def describe(server_url: str | None) -> str:
 @contextmanager
 def scratch_databases(services: Sequence[str], server_url: str | None = None) -> Iterator[dict[str, str]]:
     """Yield ``{service: url}`` of new, empty databases; remove them all on exit."""
+    server_url = _registered(server_url)
     if not server_url or _backend(server_url) == "sqlite":
         with tempfile.TemporaryDirectory(prefix="migrate-check-") as folder:
             yield {name: f"sqlite:///{Path(folder) / (_safe(name) + '.db')}" for name in services}
@@ -53,24 +55,45 @@ def scratch_databases(services: Sequence[str], server_url: str | None = None) ->
     urls: dict[str, str] = {}
     try:
         try:
-            with engine.connect() as conn:
+            conn = engine.connect()
+        except sa.exc.DBAPIError as exc:
+            raise unreachable("--scratch-url", server_url, exc) from None
+        try:
+            with conn:
                 for name in services:
                     db = f"migrate_check_{tag}_{_safe(name)}"[:63]
                     conn.execute(sa.text(_create_sql(backend, db)))
                     created.append(db)
                     urls[name] = base.set(database=db).render_as_string(hide_password=False)
-        except sa.exc.OperationalError as exc:
-            raise unreachable("--scratch-url", server_url, exc) from exc
-        except sa.exc.InterfaceError as exc:
-            raise unreachable("--scratch-url", server_url, exc) from exc
+        except sa.exc.DBAPIError as exc:
+            raise _cannot_create(server_url, exc) from None
         yield urls
     finally:
         try:
-            with engine.connect() as conn:
-                for db in created:
-                    _drop(conn, backend, db)
+            if created:
+                with engine.connect() as conn:
+                    for db in created:
+                        _drop(conn, backend, db)
         finally:
             engine.dispose()
+
+
+def _cannot_create(server_url: str, exc: sa.exc.DBAPIError) -> MigrateError:
+    """The server was reached, but its role may not create (or the server refused) a database."""
+    detail = redact_text(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0])
+    return MigrateError(
+        f"--scratch-url: cannot create throw-away databases on {redact_url(server_url)}: {detail}",
+        "connect as a role that may create databases (PostgreSQL: CREATEDB; MySQL/MariaDB: the CREATE privilege), "
+        "or leave --scratch-url out to run the round trip on temporary SQLite files",
+    )
+
+
+def _registered(url: str | None) -> str | None:
+    """The server URL with its password registered as a secret and its user-info quoted."""
+    if url:
+        register_url_secrets(url, url)
+        return quote_userinfo(url)
+    return url
 
 
 def _backend(url: str) -> str:
