@@ -21,6 +21,7 @@ from orchestrator.errors import GraphError, MigrateError
 
 if TYPE_CHECKING:  # the checks are imported by `check` only, not on every command's path
     from orchestrator.core.checks import CheckResult, RuleOutcome
+    from orchestrator.runtime.alembic_runner import RenderedStep
 
 
 @dataclass
@@ -322,6 +323,13 @@ class StepSQL:
     step_id: str
     sql: str | None
     error: str | None
+    dialect: str | None = None  # the dialect it was rendered for; None for a copy step
+    revision: bool = True  # False: a copy step, which has no SQL text to render
+
+    @property
+    def unrendered(self) -> bool:
+        """A revision step that offline mode could not render."""
+        return self.revision and self.error is not None
 
 
 @dataclass(frozen=True)
@@ -343,8 +351,12 @@ class PlanResult:
                 rendered = by_id.get(step["id"])
                 if rendered is not None:
                     step["sql"] = rendered.sql
+                    if rendered.dialect:
+                        step["sql_dialect"] = rendered.dialect
                     if rendered.error:
                         step["sql_error"] = rendered.error
+            data["sql_dialects"] = sql_dialects(self.sql)
+            data["sql_unrendered"] = sum(1 for s in self.sql if s.unrendered)
         return data
 
 
@@ -405,15 +417,35 @@ def render_sql(project: Project, plan: Plan) -> tuple[StepSQL, ...]:
                 else step.down_revision
             )
             spec = project.graph.services[step.service].spec
-            r = render_offline(spec, project.url(plan.env, step.service), step.revision, down)
-            out.append(StepSQL(step.id, r.sql, None if r.error is None else f"cannot be rendered offline: {r.error}"))
+            url = project.url(plan.env, step.service)
+            r = render_offline(spec, url, step.revision, down)
+            out.append(_step_sql(step.id, r, url))
         elif step.kind == "downgrade":
             spec = project.graph.services[step.service].spec  # type: ignore[union-attr]
-            r = render_offline(spec, project.url(plan.env, step.service), step.revision, (), upgrade=False)  # type: ignore[union-attr]
-            out.append(StepSQL(step.id, r.sql, None if r.error is None else f"cannot be rendered offline: {r.error}"))
+            url = project.url(plan.env, step.service)  # type: ignore[union-attr]
+            r = render_offline(spec, url, step.revision, (), upgrade=False)  # type: ignore[union-attr]
+            out.append(_step_sql(step.id, r, url))
         else:
-            out.append(StepSQL(step.id, None, "a data copy (rows are streamed, not SQL text)"))
+            out.append(StepSQL(step.id, None, "a data copy (rows are streamed, not SQL text)", revision=False))
     return tuple(out)
+
+
+def _step_sql(step_id: str, rendered: RenderedStep, url: str) -> StepSQL:
+    from orchestrator.runtime.engines import dialect_of
+
+    error = None if rendered.error is None else f"cannot be rendered offline: {rendered.error}"
+    return StepSQL(step_id, rendered.sql, error, rendered.dialect or dialect_of(url))
+
+
+def sql_dialects(sql: Sequence[StepSQL]) -> dict[str, list[str]]:
+    """Per service, the dialect(s) its steps were rendered for (normally one)."""
+    out: dict[str, list[str]] = {}
+    for rendered in sql:
+        if rendered.dialect is not None:
+            names = out.setdefault(rendered.step_id.partition("@")[0], [])
+            if rendered.dialect not in names:
+                names.append(rendered.dialect)
+    return dict(sorted(out.items()))
 
 
 def write_plan(project: Project, plan: Plan, out: str) -> str:
@@ -542,8 +574,80 @@ def check(
     since: str | None = None,
     use_cache: bool = True,
     hook: Callable[[str, str], None] | None = None,
+    baseline: str | None = None,
+    write_baseline: str | None = None,
 ) -> CheckResult:
     """Run ``migrate check`` and return its ``CheckResult`` (see orchestrator.core.checks).
+
+    ``baseline`` (a file written by ``write_baseline``) leaves out the findings recorded in it;
+    ``write_baseline`` records every finding of this run in that file (not when the workspace
+    does not load) and returns the result as that baseline would show it. A baseline file that
+    cannot be read is a ``MigrateError`` (exit 2), raised before anything is checked.
+    """
+    from orchestrator.core.checks.baseline import apply_baseline, baseline_text, parse_baseline
+
+    if baseline is not None and write_baseline is not None:
+        raise MigrateError(
+            "--baseline and --write-baseline were both given",
+            "write the baseline with --write-baseline FILE alone, then check with --baseline FILE",
+        )
+    entries = None if baseline is None else parse_baseline(_read_baseline(baseline, cwd), baseline)
+    result = _check(
+        config,
+        cwd,
+        environ,
+        env=env,
+        roundtrip=roundtrip,
+        scratch_url=scratch_url,
+        plan_file=plan_file,
+        since=since,
+        use_cache=use_cache,
+        hook=hook,
+    )
+    if write_baseline is not None and not result.load_failed:
+        target = Path(cwd or ".") / write_baseline
+        try:
+            target.write_text(baseline_text(result.findings), encoding="utf-8")
+        except OSError as exc:
+            raise MigrateError(
+                f"cannot write the baseline file {write_baseline}: {exc.strerror or exc}",
+                "give a path in a folder that exists and that you can write to",
+            ) from None
+        baseline, entries = write_baseline, parse_baseline(target.read_text(encoding="utf-8"), write_baseline)
+    if entries is None or baseline is None:
+        return result
+    return apply_baseline(result, entries, baseline)
+
+
+def _read_baseline(path: str, cwd: str | None) -> str:
+    try:
+        return (Path(cwd or ".") / path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MigrateError(
+            f"baseline file {path} does not exist",
+            f"record today's findings first: `migrate check --write-baseline {path}`",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MigrateError(
+            f"cannot read the baseline file {path}: {getattr(exc, 'strerror', None) or exc}",
+            f"write it again with `migrate check --write-baseline {path}`",
+        ) from None
+
+
+def _check(
+    config: str | None,
+    cwd: str | None,
+    environ: Mapping[str, str] | None,
+    *,
+    env: str | None,
+    roundtrip: bool,
+    scratch_url: str | None,
+    plan_file: str | None,
+    since: str | None,
+    use_cache: bool,
+    hook: Callable[[str, str], None] | None,
+) -> CheckResult:
+    """``check`` without the baseline.
 
     A workspace that does not load is a result with one finding and exit code 2. The
     environment is read only when ``env`` is given; the round trip runs on temporary SQLite

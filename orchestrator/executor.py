@@ -553,21 +553,33 @@ def _check_protected(project: Project, env: str, confirmed: bool, verb: str) -> 
 
 
 def _check_reversible(graph: FleetGraph, plan: Plan) -> None:
+    """Refuse, before anything changes, a rollback through a revision Alembic cannot undo:
+    one marked ``irreversible = True``, or whose downgrade() is missing or raises
+    NotImplementedError. An empty downgrade() is undone as a no-op, as Alembic does."""
     blocked = []
+    root = graph.manifest.root
     for step in plan.steps:
         if isinstance(step, DowngradeStep):
             rev = graph.revisions[step.id]
+            shown = os.path.relpath(rev.path, root) if rev.path.startswith(root + os.sep) else rev.path
             if rev.irreversible:
-                blocked.append(f"{step.id} is marked irreversible = True")
+                blocked.append(f"  {step.id}: marked irreversible = True ({shown})")
             else:
                 kind = downgrade_kind(rev.path)
-                if kind != "real":
-                    blocked.append(f"{step.id} has no real downgrade() ({kind.replace('_', ' ')}) in {rev.path}")
+                if kind not in ("real", "empty"):
+                    blocked.append(f"  {step.id}: no downgrade() to run ({kind.replace('_', ' ')}) in {shown}")
     if blocked:
         raise MigrateError(
-            "cannot roll back: " + "; ".join(blocked) + ". Nothing was changed.",
+            f"cannot roll back: {len(blocked)} step(s) cannot be undone:\n"
+            + "\n".join(blocked)
+            + "\nNothing was changed.",
             "roll back to a revision after it (--to service@rev), or restore from a backup",
         )
+
+
+def _noop_notes(plan: Plan) -> list[str]:
+    """One line per step of a rollback that is undone as a no-op, saying what stays."""
+    return [f"{step.id}: {step.note}" for step in plan.steps if isinstance(step, DowngradeStep) and step.noop]
 
 
 def _revert_notes(project: Project, env: str, plan: Plan) -> tuple[RevertNote, ...]:
@@ -611,7 +623,8 @@ def _revert_notes(project: Project, env: str, plan: Plan) -> tuple[RevertNote, .
 def _dry_message(plan: Plan) -> str:
     if not plan.steps:
         return f"Dry run: nothing to do on env {plan.env}."
-    return f"Dry run: {len(plan.steps)} step(s) would run on env {plan.env}; nothing was changed."
+    message = f"Dry run: {len(plan.steps)} step(s) would run on env {plan.env}; nothing was changed."
+    return "\n".join([message, *_noop_notes(plan)])
 
 
 # -- session: journal + locks -------------------------------------------------------------
@@ -872,9 +885,8 @@ class _Runner:
                 self._restore_untouched([s for s in (undone.get("fresh_services") or "").split(",") if s])
             self.emit(RunFinished(self.run_id, "succeeded"))
             verb = "applied" if self.kind == "apply" else "rolled back"
-            return self._result(
-                EXIT_OK, "succeeded", f"{len(self.steps)} step(s) {verb} on env {self.env} (run {self.run_id})."
-            )
+            done = f"{len(self.steps)} step(s) {verb} on env {self.env} (run {self.run_id})."
+            return self._result(EXIT_OK, "succeeded", "\n".join([done, *_noop_notes(self.plan)]))
         _seq, node, error, statements = failure
         message = f"step {node} failed: {error.rstrip().rstrip('.')}."
         if statements:

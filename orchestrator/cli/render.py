@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from orchestrator.api import GraphResult, PlanResult, ServiceInfo, StatusResult
+from orchestrator.api import GraphResult, PlanResult, ServiceInfo, StatusResult, sql_dialects
 from orchestrator.core.model import CopyStep, DowngradeStep, RevertCopyStep, UpgradeStep
 
 
@@ -167,7 +167,7 @@ def step_detail(step: Any) -> tuple[str, str, str]:
     if isinstance(step, UpgradeStep):
         return "upgrade", step.message, ", ".join(short(r) for r in step.requires)
     if isinstance(step, DowngradeStep):
-        return "downgrade", step.message, ""
+        return "downgrade", f"{step.message} ({step.note})" if step.noop else step.message, ""
     if isinstance(step, CopyStep):
         return "copy", f"{step.source}.{step.table} -> {step.target}.{step.target_table}", ""
     if isinstance(step, RevertCopyStep):
@@ -191,14 +191,25 @@ def plan_table(result: PlanResult, title: str | None = None) -> Table:
 
 
 def plan_sql_text(result: PlanResult) -> str:
-    chunks = []
+    chunks = [
+        f"-- {service}: rendered offline for {' and '.join(dialects)}"
+        for service, dialects in sql_dialects(result.sql).items()
+    ]
+    chunks += [""] if chunks else []
     for rendered in result.sql:
-        chunks.append(f"-- ===== {rendered.step_id} =====")
+        on = f" ({rendered.dialect})" if rendered.dialect else ""
+        chunks.append(f"-- ===== {rendered.step_id}{on} =====")
         if rendered.error:
             chunks.append(f"-- {rendered.error}")
         else:
             chunks.append((rendered.sql or "").rstrip())
         chunks.append("")
+    revisions = sum(1 for r in result.sql if r.revision)
+    unrendered = sum(1 for r in result.sql if r.unrendered)
+    if unrendered:
+        chunks.append(f"-- {unrendered} of {revisions} revision step(s) could not be rendered offline (see above)")
+    else:
+        chunks.append(f"-- all {revisions} revision step(s) rendered offline; 0 could not be rendered")
     return "\n".join(chunks) + "\n"
 
 

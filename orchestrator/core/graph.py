@@ -56,6 +56,7 @@ class FleetGraph:
         self._succ: dict[str, dict[str, EdgeKind]] = {}
         self._pred: dict[str, dict[str, EdgeKind]] = {}
         self._nx_graph: Any = None
+        self._branch_cache: dict[str, dict[str, frozenset[str]]] = {}
         self._sort_key: dict[str, tuple[str, int, str]] = {}
         self._build()
 
@@ -154,16 +155,10 @@ class FleetGraph:
             )
         if service not in self.services:
             raise UnknownReferenceError(ref, where, [f"{s}@{rev}" for s in _close(service, list(self.services))])
-        svc = self.services[service]
-        if rev == "head":
+        if rev in ("head", "heads") or "@" in rev:
             if not allow_symbolic:
-                raise GraphError(f"{where}: '{ref}' must name a revision, not 'head'", "use the revision id")
-            if len(svc.heads) != 1:
-                raise GraphError(
-                    f"{where}: '{ref}' is ambiguous: service '{service}' has heads {', '.join(svc.heads)}",
-                    f"merge them with `alembic -c ... merge -m 'merge heads' {' '.join(svc.heads)}`",
-                )
-            return node_id(service, svc.heads[0])
+                raise GraphError(f"{where}: '{ref}' must name a revision, not '{rev}'", "use the revision id")
+            return self._resolve_head(ref, where)
         if (service, rev) in self._labels:
             return node_id(service, self._labels[(service, rev)])
         ids = self._prefix_index[service]
@@ -179,6 +174,60 @@ class FleetGraph:
         if len(matches) > 1:
             raise AmbiguousReferenceError(ref, where, [node_id(service, m) for m in matches[:5]])
         return self._unknown_revision(ref, where, service, rev)
+
+    def _resolve_head(self, ref: str, where: str) -> str:
+        """``service@head`` or ``service@label@head``: the one head there, as Alembic resolves it."""
+        heads = self.symbolic_heads(ref, where)
+        if ref.endswith("@heads"):
+            raise GraphError(
+                f"{where}: '{ref}' names every head ({', '.join(heads)}); one revision is needed here",
+                f"name one of them, e.g. {node_id(ref.partition('@')[0], heads[0])}",
+            )
+        if len(heads) == 1:
+            return node_id(ref.partition("@")[0], heads[0])
+        service = ref.partition("@")[0]
+        spread = self.branch_labels(service)
+        labels = sorted({label for h in heads for label in spread[h]})
+        single = [label for label in labels if sum(label in spread[h] for h in heads) == 1]
+        branches = ", ".join(f"`{service}@{label}@head`" for label in single)
+        raise GraphError(
+            f"{where}: '{ref}': multiple heads in service '{service}' ({', '.join(heads)}); "
+            "'head' must name exactly one",
+            f"use `{ref}s` for all of them, "
+            + (f"or one branch: {branches}" if branches else f"or merge them with `alembic merge` ({' '.join(heads)})"),
+        )
+
+    def symbolic_heads(self, ref: str, where: str) -> tuple[str, ...]:
+        """The heads ``service@head(s)`` or ``service@label@head(s)`` stands for (revision ids)."""
+        service, _, rev = ref.partition("@")
+        label, sep, word = rev.rpartition("@")
+        if word not in ("head", "heads") or (sep and not label):
+            raise GraphError(
+                f"{where}: '{ref}' is not a node reference",
+                f"write {service}@head, {service}@heads, {service}@<branch label>@head or {service}@<revision>",
+            )
+        heads = self.services[service].heads
+        if not sep:
+            return heads
+        labels = self.branch_labels(service)
+        known = sorted({name for names in labels.values() for name in names})
+        if label not in known:
+            shown = ", ".join(known) if known else "none"
+            raise GraphError(
+                f"{where}: '{ref}': service '{service}' has no branch label '{label}' (its labels: {shown})",
+                "branch labels come from `branch_labels` in the revision files",
+            )
+        return tuple(h for h in heads if label in labels[h])
+
+    def branch_labels(self, service: str) -> dict[str, frozenset[str]]:
+        """Every revision's branch labels, spread as Alembic spreads them: a label covers the
+        revision that declares it, its descendants, and its ancestors down to a branch point
+        or a merge."""
+        found = self._branch_cache.get(service)
+        if found is None:
+            found = _spread_labels(self.services[service].revisions)
+            self._branch_cache[service] = found
+        return found
 
     def _unknown_revision(self, ref: str, where: str, service: str, rev: str) -> str:
         ids = self._prefix_index[service]
@@ -298,6 +347,36 @@ def _reach(adjacency: dict[str, dict[str, EdgeKind]], start: str) -> set[str]:
         if node not in seen:
             seen.add(node)
             stack.extend(adjacency[node])
+    return seen
+
+
+def _spread_labels(revisions: Iterable[Revision]) -> dict[str, frozenset[str]]:
+    by_id = {r.revision: r for r in revisions}
+    children: dict[str, list[str]] = {}
+    for r in by_id.values():
+        for down in r.down_revisions:
+            children.setdefault(down, []).append(r.revision)
+    labels: dict[str, set[str]] = {rid: set() for rid in by_id}
+    for r in by_id.values():
+        if not r.branch_labels:
+            continue
+        for rid in {r.revision} | _reach_ids(children, r.revision):
+            labels[rid].update(r.branch_labels)
+        current: Revision | None = r
+        while current is not None and len(children.get(current.revision, ())) < 2 and len(current.down_revisions) < 2:
+            labels[current.revision].update(r.branch_labels)
+            current = by_id.get(current.down_revisions[0]) if current.down_revisions else None
+    return {rid: frozenset(names) for rid, names in labels.items()}
+
+
+def _reach_ids(children: dict[str, list[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    stack = list(children.get(start, ()))
+    while stack:
+        rid = stack.pop()
+        if rid not in seen:
+            seen.add(rid)
+            stack.extend(children.get(rid, ()))
     return seen
 
 

@@ -23,6 +23,9 @@ class ServiceSpec:
     version_table: str = "alembic_version"
     target_metadata: str | None = None  # "package.module:attr", used by the built-in env
     naming_convention: tuple[tuple[str, str], ...] = ()
+    # (variable, value as written) set while the service's env.py and revisions run; a value
+    # may hold {url} (the service's URL in the env being run) and ${VAR}s
+    environ: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,11 @@ class Service:
 # --- plans -------------------------------------------------------------------------------
 
 StepKind = Literal["upgrade", "downgrade", "copy", "revert_copy"]
+NoopKind = Literal["", "empty", "merge"]
+NOOP_NOTES: dict[str, str] = {
+    "empty": "no-op: its downgrade() is empty, so its changes stay",
+    "merge": "no-op: a merge revision, nothing to undo",
+}
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,13 @@ class DowngradeStep:
     checksum: str = ""
     path: str = ""
     kind: StepKind = "downgrade"
+    # "" (a real downgrade), "empty" (downgrade() does nothing: undone as a no-op, as Alembic
+    # does, and the revision's changes stay) or "merge" (a merge revision: nothing to undo)
+    noop: NoopKind = ""
+
+    @property
+    def note(self) -> str:
+        return NOOP_NOTES.get(self.noop, "")
 
     @property
     def id(self) -> str:

@@ -6,7 +6,16 @@ import hashlib
 import json
 from typing import Any
 
-from orchestrator.core.model import CopyStep, DowngradeStep, Plan, RevertCopyStep, Step, UpgradeStep
+from orchestrator.core.model import (
+    NOOP_NOTES,
+    CopyStep,
+    DowngradeStep,
+    NoopKind,
+    Plan,
+    RevertCopyStep,
+    Step,
+    UpgradeStep,
+)
 from orchestrator.errors import PlanConflictError
 
 FORMAT = "migrate-plan/1"
@@ -37,6 +46,7 @@ def step_to_json(step: Step) -> dict[str, Any]:
             "revision": step.revision,
             "down_revision": _down_json(step.down_revision),
             "message": step.message,
+            **({"noop": True, "noop_kind": step.noop, "note": step.note} if step.noop else {}),
         }
     out: dict[str, Any] = {
         "id": step.id,
@@ -89,6 +99,13 @@ def _down_from_json(value: Any) -> str | tuple[str, ...] | None:
     return tuple(value)
 
 
+def _noop_from_json(data: dict[str, Any]) -> NoopKind:
+    kind = data.get("noop_kind", "") if data.get("noop") else ""
+    if kind not in NOOP_NOTES:
+        return ""
+    return "empty" if kind == "empty" else "merge"
+
+
 def step_from_json(data: dict[str, Any], checksums: dict[str, str]) -> Step:
     kind = data["kind"]
     if kind == "upgrade":
@@ -107,6 +124,7 @@ def step_from_json(data: dict[str, Any], checksums: dict[str, str]) -> Step:
             down_revision=_down_from_json(data["down_revision"]),
             message=data["message"],
             checksum=checksums.get(data["id"], ""),
+            noop=_noop_from_json(data),
         )
     cls = CopyStep if kind == "copy" else RevertCopyStep
     if kind not in ("copy", "revert_copy"):

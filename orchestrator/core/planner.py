@@ -16,6 +16,7 @@ from orchestrator.core.model import (
     node_id,
 )
 from orchestrator.core.planfile import fingerprint
+from orchestrator.core.pysource import downgrade_noop
 from orchestrator.errors import GraphError, MigrateError
 
 
@@ -91,6 +92,7 @@ def downgrade_step(graph: FleetGraph, node: str) -> Step:
         message=rev.message,
         checksum=rev.checksum,
         path=rev.path,
+        noop=downgrade_noop(rev.path, rev.down_revisions),
     )
 
 
@@ -142,8 +144,8 @@ def plan_upgrade(
 
 def _expand_target(graph: FleetGraph, ref: str) -> set[str]:
     service, sep, rev = ref.partition("@")
-    if sep and rev == "head" and service in graph.services:
-        return {node_id(service, h) for h in graph.services[service].heads}
+    if sep and (rev == "heads" or rev.endswith("@heads")) and service in graph.services:
+        return {node_id(service, h) for h in graph.symbolic_heads(ref, "--target")}
     if sep and rev == "base":
         raise GraphError(
             f"--target '{ref}': 'base' is not something to apply", "use `migrate rollback --to " + ref + "`"

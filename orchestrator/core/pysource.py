@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from functools import lru_cache
+from typing import Literal
 
 
 def _is_trivial(stmt: ast.stmt) -> bool:
@@ -54,3 +55,22 @@ def body_kind(fn: ast.FunctionDef | None) -> str:
     if len(body) == 1 and _raises_not_implemented(body[0]):
         return "not_implemented"
     return "real"
+
+
+def is_merge_noop(path: str, down_revisions: tuple[str, ...]) -> bool:
+    """A merge revision as `alembic merge` writes it: two or more down revisions, and both
+    upgrade() and downgrade() empty. It has nothing to undo."""
+    if len(down_revisions) < 2:
+        return False
+    tree = parse(path)
+    if tree is None:
+        return False
+    return body_kind(function(tree, "upgrade")) == "empty" and body_kind(function(tree, "downgrade")) == "empty"
+
+
+def downgrade_noop(path: str, down_revisions: tuple[str, ...]) -> Literal["", "empty", "merge"]:
+    """How undoing a revision is a no-op: "merge" (nothing to undo), "empty" (its downgrade()
+    does nothing, so its changes stay) or "" (a real downgrade, or one that cannot run)."""
+    if downgrade_kind(path) != "empty":
+        return ""
+    return "merge" if is_merge_noop(path, down_revisions) else "empty"

@@ -17,9 +17,10 @@ ID_COLUMN = {
 
 
 def _sections(text: str) -> dict[str, str]:
-    """``-- ===== users@a1 =====`` headers and the text under each, in order."""
-    parts = re.split(r"^-- ===== (\S+) =====\n", text, flags=re.M)
-    assert parts[0] == ""
+    """``-- ===== users@a1 (sqlite) =====`` headers and the text under each, in order (after
+    the lines naming the dialect each service was rendered for)."""
+    parts = re.split(r"^-- ===== (\S+)(?: \(\w+\))? =====\n", text, flags=re.M)
+    assert all(line.startswith("-- ") for line in parts[0].splitlines() if line)
     return {parts[i]: parts[i + 1] for i in range(1, len(parts), 2)}
 
 
@@ -105,4 +106,31 @@ def test_a_copy_step_is_named_as_such(tmp_path: Path) -> None:
     )
     sections = _sections(run_cli(["plan", "--sql"], cwd=root).stdout)
     assert list(sections) == ["orders@b1", "users@a1", "copy:mv"]
-    assert sections["copy:mv"] == "-- a data copy (rows are streamed, not SQL text)\n\n"
+    assert sections["copy:mv"].startswith("-- a data copy (rows are streamed, not SQL text)\n\n")
+
+
+def test_sql_names_each_services_dialect_and_ends_with_what_could_not_render(
+    make_database: MakeDatabase, tmp_path: Path
+) -> None:
+    """users on PostgreSQL (a2 reads the database), orders on SQLite: each is rendered in its
+    own dialect, said so, and the output ends by counting what offline mode could not render."""
+    pg = make_database("postgresql")
+    root = make_workspace(
+        tmp_path,
+        {"users": [rev("a1"), rev("a2", "a1", reads_db=True)], "orders": [rev("b1")]},
+        envs={"dev": {"urls": {"users": pg, "orders": "sqlite:///.migrate/dev/orders.db"}}},
+    )
+    result = run_cli(["plan", "--sql"], cwd=root)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["-- orders: rendered offline for sqlite", "-- users: rendered offline for postgresql"]
+    assert "-- ===== users@a1 (postgresql) =====" in lines
+    assert "-- ===== orders@b1 (sqlite) =====" in lines
+    assert "CREATE TABLE users_a1 (\n" + ID_COLUMN["postgresql"] in result.stdout
+    assert lines[-1] == "-- 1 of 3 revision step(s) could not be rendered offline (see above)"
+    assert tables(pg) == set()
+
+    data = run_cli(["plan", "--sql", "--json"], cwd=root).json()
+    assert data["sql_dialects"] == {"orders": ["sqlite"], "users": ["postgresql"]}
+    assert data["sql_unrendered"] == 1
+    assert [s.get("sql_dialect") for s in data["steps"]] == ["sqlite", "postgresql", "postgresql"]

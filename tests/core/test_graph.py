@@ -181,8 +181,10 @@ def test_head_of_a_service_with_two_heads_is_ambiguous() -> None:
     g = fleet({"users": [rev("u1"), rev("u2", "u1"), rev("u3", "u1")]})
     with pytest.raises(GraphError) as info:
         g.resolve("users@head", where="--target")
-    assert str(info.value) == "--target: 'users@head' is ambiguous: service 'users' has heads u2, u3"
-    assert info.value.hint == "merge them with `alembic -c ... merge -m 'merge heads' u2 u3`"
+    assert str(info.value) == (
+        "--target: 'users@head': multiple heads in service 'users' (u2, u3); 'head' must name exactly one"
+    )
+    assert info.value.hint == "use `users@heads` for all of them, or merge them with `alembic merge` (u2 u3)"
 
 
 def test_requires_may_not_use_head() -> None:

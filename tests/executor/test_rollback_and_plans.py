@@ -104,7 +104,7 @@ def test_rollback_refuses_an_irreversible_revision_before_changing_anything(
     with pytest.raises(MigrateError) as err:
         executor.rollback(_project(ws), to="users@base")
     assert err.value.exit_code == 2
-    assert "users@user00000002 is marked irreversible = True" in err.value.message
+    assert "\n  users@user00000002: marked irreversible = True" in err.value.message
     assert snapshots(ws) == before
     proc = run_cli(ws, "rollback", "--to", "users@base")
     assert proc.returncode == 2

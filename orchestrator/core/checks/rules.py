@@ -16,6 +16,7 @@ from orchestrator.core.checks.findings import Finding, finding
 from orchestrator.core.checks.source import Op, RevisionSource, computed
 from orchestrator.core.graph import FleetGraph
 from orchestrator.core.model import Revision, ServiceSpec
+from orchestrator.core.pysource import is_merge_noop
 
 
 @dataclass(frozen=True)
@@ -53,24 +54,44 @@ def _root(graph: FleetGraph) -> str:
 def check_heads(graph: FleetGraph, sources: SourceIndex) -> RuleOutcome:
     findings = []
     for name, svc in graph.services.items():
-        if len(svc.heads) < 2:
-            continue
-        heads = svc.heads
-        last = graph.revisions[f"{name}@{heads[-1]}"]
-        src = sources.get(last.node)
-        findings.append(
-            finding(
-                "MG101",
-                name,
-                f"service '{name}' has {len(heads)} heads ({', '.join(heads)}): two branches of its tree "
-                "were merged without an Alembic merge revision, and no single order applies them",
-                "merge them into one head: " + merge_command(svc.spec, heads, _root(graph)),
-                file=last.path,
-                line=src.attribute_lines.get("down_revision"),
-                root=_root(graph),
+        for label, heads in head_groups(graph, name):
+            last = graph.revisions[f"{name}@{heads[-1]}"]
+            src = sources.get(last.node)
+            where = f"service '{name}' has" if label is None else f"the branch '{label}' of service '{name}' has"
+            findings.append(
+                finding(
+                    "MG101",
+                    name,
+                    f"{where} {len(heads)} heads ({', '.join(heads)}): two branches of its tree "
+                    "were merged without an Alembic merge revision, and no single order applies them",
+                    "merge them into one head: " + merge_command(svc.spec, heads, _root(graph)),
+                    file=last.path,
+                    line=src.attribute_lines.get("down_revision"),
+                    root=_root(graph),
+                )
             )
-        )
     return RuleOutcome("heads", tuple(graph.services), tuple(findings))
+
+
+def head_groups(graph: FleetGraph, service: str) -> list[tuple[str | None, tuple[str, ...]]]:
+    """The sets of two or more heads that are the two-heads accident: heads without a branch
+    label (label None), or heads inside one labelled branch. Heads of distinct labelled
+    branches (a second root kept apart with `branch_labels`) are not."""
+    heads = graph.services[service].heads
+    if len(heads) < 2:
+        return []
+    labels = graph.branch_labels(service)
+    groups: list[tuple[str | None, tuple[str, ...]]] = []
+    unlabelled = tuple(h for h in heads if not labels[h])
+    if len(unlabelled) > 1:
+        groups.append((None, unlabelled))
+    seen = {unlabelled}
+    for label in sorted({name for h in heads for name in labels[h]}):
+        inside = tuple(h for h in heads if label in labels[h])
+        if len(inside) > 1 and inside not in seen:
+            seen.add(inside)
+            groups.append((label, inside))
+    return groups
 
 
 def merge_command(spec: ServiceSpec, heads: Sequence[str], root: str) -> str:
@@ -113,8 +134,8 @@ def check_downgrades(graph: FleetGraph, sources: SourceIndex, nodes: Sequence[st
         rev = graph.revisions[node]
         src = sources.get(node)
         kind = src.downgrade_kind
-        if kind == "real":
-            continue
+        if kind == "real" or (kind == "empty" and is_merge_noop(rev.path, rev.down_revisions)):
+            continue  # a merge revision as `alembic merge` writes it has nothing to undo
         line = src.function_lines.get("downgrade") or src.attribute_lines.get("revision")
         irreversible = rev.irreversible or src.irreversible
         if irreversible:
