@@ -363,16 +363,14 @@ def _service_environ(r: _Reader, table: dict[str, Any], key: str) -> tuple[tuple
     for name, value in raw.items():
         where = f"{key}.environ.{name}"
         if not _ENV_VAR_NAME.match(name):
-            raise r.fail(where, "an environment variable name holds letters, digits and '_' and does not start with a digit")
+            raise r.fail(where, "a variable name holds letters, digits and '_' and does not start with a digit")
         if not isinstance(value, str):
-            raise r.fail(where, f"expected a string (e.g. \"{{url}}\"), got {_kind(value)}")
+            raise r.fail(where, f'expected a string (e.g. "{{url}}"), got {_kind(value)}')
         _check_var_syntax(r, where, value)
     return tuple(sorted(raw.items()))
 
 
-def service_environ(
-    spec: ServiceSpec, url: str, environ: Mapping[str, str], *, file: str
-) -> dict[str, str]:
+def service_environ(spec: ServiceSpec, url: str, environ: Mapping[str, str], *, file: str) -> dict[str, str]:
     """A service's ``environ`` for one run: ``{url}`` is its URL in the env being run and each
     ``${VAR}`` comes from ``environ`` (a missing one is an error naming it). A password written
     into a value through a ``${VAR}`` is registered as a secret, like one of a URL."""

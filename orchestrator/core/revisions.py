@@ -212,9 +212,12 @@ def _load_with_alembic(spec: ServiceSpec) -> dict[str, dict[str, Any]]:
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
 
+    from orchestrator.isolation import service_code
+
     try:
         script = ScriptDirectory(spec.script_location)
-        scripts = list(script.revision_map.iterate_revisions("heads", "base"))
+        with service_code():  # a revision file's module-level print() goes to stderr, not stdout
+            scripts = list(script.revision_map.iterate_revisions("heads", "base"))
     except CommandError as exc:
         raise GraphError(f"service '{spec.name}': Alembic cannot read {spec.script_location}: {exc}") from exc
     except Exception as exc:  # a revision file that does not import is the user's input

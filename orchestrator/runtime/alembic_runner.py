@@ -9,8 +9,10 @@ set); otherwise a built-in environment does what a plain env.py would.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import io
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +23,10 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import RevisionStep
 from alembic.script import ScriptDirectory
 
+from orchestrator.core.manifest import service_environ
 from orchestrator.core.model import ServiceSpec
 from orchestrator.errors import MigrateError
+from orchestrator.isolation import handlers_off_stdout, service_code
 
 # (revision id, event) -> None; event is "start" or "done" (after the revision's commit).
 StepHook = Callable[[str, str], None]
@@ -54,11 +58,14 @@ _OrchestratedContext._setups[_OrchestratedContext] = EnvironmentContext._setups[
 
 
 def _hooked_step(revision_map: Any, revision: Any, is_upgrade: bool, on_start: Callable[[], None]) -> RevisionStep:
-    """A RevisionStep that reports when its migration function starts."""
+    """A RevisionStep that reports when its migration function starts. The wrapper keeps the
+    function's name: Alembic logs "Running upgrade <from> -> <rev>" from it."""
     step = RevisionStep(revision_map, revision, is_upgrade)
     fn = step.migration_fn
 
+    @functools.wraps(fn)
     def run(*args: Any, **kw: Any) -> Any:
+        handlers_off_stdout()  # a logging handler env.py set up on the real stdout
         on_start()
         return fn(*args, **kw)
 
@@ -86,8 +93,17 @@ def script_directory(cfg: Config, location: str) -> ScriptDirectory:
     if script is None:
         if len(_scripts) > 64:
             _scripts.clear()
-        script = _scripts[key] = ScriptDirectory.from_config(cfg)
+        script = ScriptDirectory.from_config(cfg)
+        with service_code():  # importing the revision files: what they print goes to stderr
+            script.revision_map.heads  # noqa: B018  # loads the map
+        _scripts[key] = script
     return script
+
+
+def _environ(spec: ServiceSpec, url: str) -> dict[str, str]:
+    """The service's ``environ`` with ``{url}`` = ``url`` (its ``${VARS}`` were checked when
+    the URL was resolved from the manifest)."""
+    return service_environ(spec, url, os.environ, file=f"the manifest's [services.{spec.name}]")
 
 
 def make_config(spec: ServiceSpec, url: str) -> Config:
@@ -193,7 +209,7 @@ def run_revisions(
     dialect = connection.dialect.name
     context.orchestrator_opts = {"transactional_ddl": True if dialect == "sqlite" else None, "url": url}
     try:
-        with context:
+        with service_code(_environ(spec, url)), context:
             if script.dir and _has_env_py(script):
                 script.run_env()
             else:
@@ -219,7 +235,7 @@ def stamp_revision(spec: ServiceSpec, url: str, connection: sa.Connection, targe
     context = _OrchestratedContext(cfg, script, fn=fn, destination_rev=(target,))
     dialect = connection.dialect.name
     context.orchestrator_opts = {"transactional_ddl": True if dialect == "sqlite" else None, "url": url}
-    with context:
+    with service_code(_environ(spec, url)), context:
         if script.dir and _has_env_py(script):
             script.run_env()
         else:
@@ -237,6 +253,7 @@ class RenderedStep:
     revision: str
     sql: str | None
     error: str | None
+    dialect: str | None = None  # the dialect Alembic's context rendered for (None: never configured)
 
 
 def render_offline(
@@ -255,12 +272,19 @@ def render_offline(
     context = _OrchestratedContext(cfg, script, fn=fn, as_sql=True, starting_rev=start)
     context.orchestrator_opts = {"as_sql": True, "url": url}
     try:
-        with context:
+        with service_code(_environ(spec, url)), context:
             if _has_env_py(script):
                 script.run_env()
             else:
                 _builtin_env(context, spec, None)
     except Exception as exc:  # offline mode cannot run code that reads the database
         reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        return RenderedStep(revision, None, reason)
-    return RenderedStep(revision, buf.getvalue(), None)
+        return RenderedStep(revision, None, reason, _rendered_dialect(context))
+    return RenderedStep(revision, buf.getvalue(), None, _rendered_dialect(context))
+
+
+def _rendered_dialect(context: EnvironmentContext) -> str | None:
+    """The dialect name of the migration context env.py configured, whatever URL it used."""
+    migration = getattr(context, "_migration_context", None)
+    dialect = getattr(migration, "dialect", None)
+    return None if dialect is None else str(dialect.name)

@@ -252,7 +252,7 @@ def test_unknown_key_lists_the_allowed_keys_as_a_hint(tmp_path: Path) -> None:
     write_manifest(root / "migrate.toml", data)
     result = run_cli(["services"], cwd=root)
     assert result.stderr.splitlines()[1] == (
-        "hint: allowed keys: naming_convention, script_location, target_metadata, version_table"
+        "hint: allowed keys: environ, naming_convention, script_location, target_metadata, version_table"
     )
 
 
