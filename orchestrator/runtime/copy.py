@@ -1013,6 +1013,22 @@ def _scan_preexisting(copier: _Copier) -> PreexistingKeys:
     return PreexistingKeys.build(keys(), integer)
 
 
+def _pages(
+    conn: RawConn, tsql: TableSql, cols: Sequence[str], key: Sequence[str], key_index: Sequence[int], n: int
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of a table in key order, ``n`` at a time, each page read in its own short
+    transaction (keyset pagination: ``key_index`` locates the key among ``cols``)."""
+    lo: tuple[Any, ...] | None = None
+    while True:
+        sql, params = tsql.rows_after(cols, key, lo, n)
+        rows = conn.fetch(sql, params)
+        conn.rollback()
+        if not rows:
+            return
+        lo = tuple(rows[-1][i] for i in key_index)
+        yield rows
+
+
 def _check_preexisting(copier: _Copier, pre: PreexistingKeys) -> None:
     """Every target row that was there before the copy and whose key the source holds must
     equal the source's row: the copy never overwrites it, so a difference is a conflict that
@@ -1022,14 +1038,7 @@ def _check_preexisting(copier: _Copier, pre: PreexistingKeys) -> None:
     plan = copier.plan
     hasher = RowHasher([p.kind for p in plan.columns])
     to_source = [make_writer(copier.src.dialect, p.source, p.kind) for p in plan.key_pairs]
-    lo: tuple[Any, ...] | None = None
-    while True:
-        sql, params = copier.tsql.rows_after(copier.tcols, copier.tkey, lo, LOOKUP_KEYS)
-        trows = copier.tgt.fetch(sql, params)
-        copier.tgt.rollback()
-        if not trows:
-            return
-        lo = tuple(trows[-1][i] for i in plan.key_index)
+    for trows in _pages(copier.tgt, copier.tsql, copier.tcols, copier.tkey, plan.key_index, LOOKUP_KEYS):
         theirs: dict[tuple[str | None, ...], tuple[Any, ...]] = {}
         for trow in trows:
             canon = hasher.canon(trow)
@@ -1470,15 +1479,8 @@ def _carry_back_slices(copier: _Copier, pre: PreexistingKeys) -> Iterator[_Carry
     back = copier.plan
     hasher = RowHasher([p.kind for p in back.columns])
     key_convs = [make_writer(copier.tgt.dialect, p.target, p.kind) for p in back.key_pairs]
-    lo: tuple[Any, ...] | None = None
     step = max(1, min(back.spec.batch_size, CHUNK_ROWS))
-    while True:
-        sql, params = copier.ssql.rows_after(copier.scols, copier.skey, lo, step)
-        rows = copier.src.fetch(sql, params)
-        copier.src.commit()
-        if not rows:
-            return
-        lo = tuple(rows[-1][i] for i in back.key_index)
+    for rows in _pages(copier.src, copier.ssql, copier.scols, copier.skey, back.key_index, step):
         found = _CarryBack()
         cands = [r for r in rows if not pre.contains(copier.canon_key(r))]
         found.rows = len(cands)
