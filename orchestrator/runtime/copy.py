@@ -1040,20 +1040,20 @@ def _check_preexisting(copier: _Copier, pre: PreexistingKeys) -> None:
     to_source = [make_writer(copier.src.dialect, p.source, p.kind) for p in plan.key_pairs]
     for trows in _pages(copier.tgt, copier.tsql, copier.tcols, copier.tkey, plan.key_index, LOOKUP_KEYS):
         theirs: dict[tuple[str | None, ...], tuple[Any, ...]] = {}
+        keys = []  # the pre-existing rows' keys, as the source holds them
         for trow in trows:
             canon = hasher.canon(trow)
             ck = tuple(canon[i] for i in plan.key_index)
             if pre.contains(ck):
                 theirs[ck] = canon
+                keys.append(
+                    tuple(
+                        trow[i] if f is None or trow[i] is None else f(trow[i])
+                        for i, f in zip(plan.key_index, to_source, strict=True)
+                    )
+                )
         if not theirs:
             continue
-        keys = [
-            tuple(
-                t[i] if f is None or t[i] is None else f(t[i]) for i, f in zip(plan.key_index, to_source, strict=True)
-            )
-            for t in trows
-            if tuple(hasher.canon(t)[i] for i in plan.key_index) in theirs
-        ]
         ssql, sparams = copier.ssql.select_by_keys(copier.scols, copier.skey, keys)
         for srow in copier.src.fetch(ssql, sparams):
             canon = hasher.canon(srow)
