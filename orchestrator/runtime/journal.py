@@ -22,6 +22,7 @@ import getpass
 import json
 import os
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -319,8 +320,6 @@ class Journal:
                 conn.execute(sa.update(steps).where(steps.c.run_id == run_id, steps.c.seq == seq).values(**values))
 
     def _sqlite_updates(self, run_id: str, rows: list[tuple[int, dict[str, Any]]]) -> None:
-        import sqlite3
-
         exit_if_orphaned()
         if self._raw is None:
             assert self._sqlite_path is not None
@@ -576,10 +575,34 @@ class Journal:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL waits for other openers
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.close()
+    try:
+        cur.execute("PRAGMA busy_timeout=30000")
+        _switch_to_wal(cur)
+        cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()
+
+
+WAL_SWITCH_SECONDS = 30.0
+
+
+def _switch_to_wal(cur: Any) -> None:
+    """Put the state file in WAL mode. Switching needs the file to itself, and SQLite answers
+    "database is locked" at once (its busy handler is not called for it) when another process
+    opens the same fresh file at that moment; so the switch is retried, briefly, until it
+    lands or another opener has made it."""
+    deadline = time.monotonic() + WAL_SWITCH_SECONDS
+    delay = 0.005
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 # A transaction-scoped advisory lock (PostgreSQL) or a named lock (MySQL/MariaDB) held while
