@@ -94,7 +94,7 @@ class RevisionCache:
         if data.get("version") != CACHE_VERSION or data.get("location") != spec.script_location:
             return {}
         return {
-            p: _Entry(tuple(e["stat"]), bool(e["racy"]), e["meta"])  # type: ignore[arg-type]
+            p: _Entry(tuple(e["stat"]), bool(e["racy"]), e["meta"])
             for p, e in data.get("files", {}).items()
         }
 
@@ -226,7 +226,7 @@ def _load_with_alembic(spec: ServiceSpec) -> dict[str, dict[str, Any]]:
             f"failed to load: {type(exc).__name__}: {exc}",
             "fix the file so that `python -c 'import ...'` of it succeeds",
         ) from exc
-    by_id = {s.revision: s for s in script.revision_map._revision_map.values() if s is not None}  # type: ignore[union-attr]
+    by_id = {s.revision: s for s in script.revision_map._revision_map.values() if s is not None}
     metas: dict[str, dict[str, Any]] = {}
     for sc in scripts:
         module = sc.module  # type: ignore[attr-defined]

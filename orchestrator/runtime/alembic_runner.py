@@ -38,7 +38,7 @@ class _OrchestratedContext(EnvironmentContext):
 
     orchestrator_opts: dict[str, Any]
 
-    def configure(self, *args: Any, **kw: Any) -> None:  # type: ignore[override]
+    def configure(self, *args: Any, **kw: Any) -> None:
         opts = self.orchestrator_opts
         kw["transaction_per_migration"] = True
         if opts.get("transactional_ddl") is not None:
