@@ -50,7 +50,7 @@ CHILD = """
 import json, os, sys, time
 import sqlalchemy as sa
 from orchestrator.core.model import CopySpec
-from orchestrator.runtime.copy import CopyCheckpoint, copy_table
+from orchestrator.copy import CopyCheckpoint, copy_table
 
 class Store:
     def __init__(self): self.c = None

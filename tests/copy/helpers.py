@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from orchestrator.copy import CopyCheckpoint
 from orchestrator.core.model import CopySpec
-from orchestrator.runtime.copy import CopyCheckpoint
 
 
 class FileStore:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from orchestrator.runtime.copy import copy_table
+from orchestrator.copy import copy_table
 from tests.copy.helpers import FileStore, engine, spec
 
 

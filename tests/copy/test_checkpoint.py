@@ -9,7 +9,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.runtime.copy import CopyCheckpoint, PreexistingKeys
+from orchestrator.copy import CopyCheckpoint, PreexistingKeys
 
 KEY_VALUES = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**63 - 1),

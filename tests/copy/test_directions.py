@@ -11,7 +11,7 @@ import itertools
 
 import pytest
 
-from orchestrator.runtime.copy import checksum_table, copy_table, revert_copy
+from orchestrator.copy import checksum_table, copy_table, revert_copy
 from tests.conftest import DIALECTS, MakeDatabase, require_server
 from tests.copy.helpers import (
     THINGS_COLUMNS,

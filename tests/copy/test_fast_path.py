@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.runtime import copy as copying
-from orchestrator.runtime.copy import CopyValueError, CopyVerificationError, checksum_table, copy_table
+from orchestrator.copy import CopyValueError, CopyVerificationError, blocks, checksum_table, copier, copy_table, verify
 from tests.conftest import MakeDatabase, require_server
 from tests.copy.helpers import MemoryStore, count, engine, execute, normalise, spec
 
@@ -207,13 +206,13 @@ def test_rows_moved_in_the_target_are_compared_in_key_order(
     """A trigger that rewrites rows with the same values moves them in the table, so its
     storage order is no longer key order: the rows are read back sorted, and they match."""
     scans: list[str] = []
-    target_stream = copying._target_stream
+    target_stream = verify._target_stream
 
     def spy(conn: Any, digest: Any, select: str) -> Any:
         scans.append(select)
         return target_stream(conn, digest, select)
 
-    monkeypatch.setattr(copying, "_target_stream", spy)
+    monkeypatch.setattr(verify, "_target_stream", spy)
     require_server("postgresql")
     src_url, dst_url = make_database("sqlite"), make_database("postgresql")
     fill("sqlite", src_url, ROWS)
@@ -235,15 +234,15 @@ def test_mariadb_blocks_too_long_for_group_concat_are_read_row_by_row(
 ) -> None:
     require_server("mysql")
     require_server("postgresql")
-    monkeypatch.setattr(copying, "GROUP_CONCAT_MAX", 400)
+    monkeypatch.setattr(copier, "GROUP_CONCAT_MAX", 400)
     row_by_row: list[str] = []
-    lines_sql = copying.text_lines_sql
+    lines_sql = blocks.text_lines_sql
 
     def spy(*args: Any) -> str:
         row_by_row.append(lines_sql(*args))
         return row_by_row[-1]
 
-    monkeypatch.setattr(copying, "text_lines_sql", spy)
+    monkeypatch.setattr(copier, "text_lines_sql", spy)
     src_url, dst_url = make_database("mysql"), make_database("postgresql")
     fill("mysql", src_url, ROWS)
     execute(dst_url, PG_DDL)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.runtime.copy import CopyConflictError, copy_table, revert_copy
+from orchestrator.copy import CopyConflictError, copy_table, revert_copy
 from tests.conftest import MakeDatabase, require_server
 from tests.copy.helpers import MemoryStore, engine, spec
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.runtime.copy import CopyVerificationError, copy_table
-from orchestrator.runtime.copy_fast import canon_exprs
-from orchestrator.runtime.copy_io import TableSql, raw_connection
-from orchestrator.runtime.copy_schema import reflect_table
-from orchestrator.runtime.copy_values import RowHasher
+from orchestrator.copy import CopyVerificationError, copy_table
+from orchestrator.copy.blocks import canon_exprs
+from orchestrator.copy.schema import reflect_table
+from orchestrator.copy.streams import TableSql, raw_connection
+from orchestrator.copy.values import RowHasher
 from tests.conftest import DIALECTS, MakeDatabase, require_server
 from tests.copy.helpers import MemoryStore, count, engine, execute, spec
 

@@ -8,7 +8,7 @@ import itertools
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.runtime.copy import checksum_table, copy_table, revert_copy
+from orchestrator.copy import checksum_table, copy_table, revert_copy
 from tests.conftest import DIALECTS, MakeDatabase, require_server
 from tests.copy.helpers import MemoryStore, engine, spec
 

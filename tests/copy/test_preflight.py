@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from orchestrator.copy import CopyPreflightError, copy_table, preflight
 from orchestrator.errors import EXIT_BAD_INPUT
-from orchestrator.runtime.copy import CopyPreflightError, copy_table, preflight
 from tests.conftest import MakeDatabase, require_server
 from tests.copy.helpers import MemoryStore, count, engine, execute, spec
 

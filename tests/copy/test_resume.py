@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.runtime.copy import CopyCheckpoint, checksum_table, copy_table
+from orchestrator.copy import CopyCheckpoint, checksum_table, copy_table
 from tests.conftest import MakeDatabase, require_server
 from tests.copy.helpers import FileStore, count, engine, spec
 

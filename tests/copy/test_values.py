@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
+from orchestrator.copy import CopyValueError, copy_table
 from orchestrator.errors import EXIT_STEP_FAILED
-from orchestrator.runtime.copy import CopyValueError, copy_table
 from tests.conftest import MakeDatabase, require_server
 from tests.copy.helpers import MemoryStore, count, engine, execute, spec
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from orchestrator.copy import CopyVerificationError, copy_table
 from orchestrator.errors import EXIT_STEP_FAILED
-from orchestrator.runtime.copy import CopyVerificationError, copy_table
 from tests.conftest import MakeDatabase, require_server
 from tests.copy.helpers import MemoryStore, count, engine, execute, spec
 

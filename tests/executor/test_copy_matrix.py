@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import api, executor
+from orchestrator import api
 from tests.conftest import MakeDatabase
 from tests.executor.example import SEED, copy_example
 from tests.executor.example import address_rows as _rows
@@ -103,7 +103,7 @@ def _project(ws: Path, env: str, make_database: MakeDatabase) -> api.Project:
 
 def _seed(project: api.Project, env: str, n: int = ROWS) -> list[tuple[object, ...]]:
     """Seed users (8 addresses), then add rows up to ``n``; return them all."""
-    assert executor.apply(project, env, targets=[SEED]).exit_code == 0
+    assert api.apply(project, env, targets=[SEED]).exit_code == 0
     users = project.url(env, "users")
     engine = sa.create_engine(users, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
@@ -145,13 +145,13 @@ def test_failure_positions(workspace: Path, position: str, keep: bool, make_data
     _place_failure(workspace, position)
     project = api.open_project(str(workspace / "migrate.toml"))
 
-    failed = executor.apply(project, "dev", no_rollback=keep)
+    failed = api.apply(project, "dev", no_rollback=keep)
 
     assert failed.exit_code == 1, failed.message
     assert any(s.node.endswith(FAIL_ID) and s.status == "failed" for s in failed.steps)
     _assert_every_row_once(project, "dev", original)
     if keep:
-        back = executor.rollback(project, "dev", run_id=failed.run_id)
+        back = api.rollback(project, "dev", run_id=failed.run_id)
         assert back.exit_code == 0, back.message
     after = api.observe(project, "dev").as_dict()
     assert {s: after[s] for s in before} == before
@@ -237,7 +237,7 @@ def test_kill_in_each_phase_then_resume(workspace: Path, env: str, phase: str, m
         # killed mid-copy: the source is untouched, the target holds a part of it, unchanged
         assert _rows(users, "addresses") == original
         assert set(_rows(shipping, "addresses") or []) <= set(original)
-    resumed = executor.apply(project, env)
+    resumed = api.apply(project, env)
     assert resumed.exit_code == 0, resumed.message
     _assert_every_row_once(project, env, original)
     assert _rows(shipping, "addresses") == original
@@ -248,11 +248,11 @@ def test_kill_in_each_phase_then_resume(workspace: Path, env: str, phase: str, m
     if phase == "revert, then apply":
         # A careless user goes forward instead of finishing the rollback: the half-reverted
         # copy is not complete, so it runs again before the drop; no row is lost.
-        forward = executor.apply(project, env)
+        forward = api.apply(project, env)
         assert forward.exit_code == 0, forward.message
         assert _rows(users, "addresses") is None
         assert _rows(shipping, "addresses") == original
-    back = executor.rollback(project, env, to="shipping@1e2badf1a395")
+    back = api.rollback(project, env, to="shipping@1e2badf1a395")
     assert back.exit_code == 0, back.message
     assert _rows(users, "addresses") == original
     assert _rows(shipping, "addresses") is None

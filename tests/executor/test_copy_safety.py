@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import api, executor
+from orchestrator import api
 from orchestrator.runtime.journal import open_journal
 from tests.conftest import MakeDatabase
 from tests.executor.example import SEED, copy_example
@@ -83,7 +83,7 @@ def test_failure_after_the_drop_brings_every_row_back(workspace: Path, env: str,
     """A users revision after the drop raises: compensation re-creates users.addresses, carries
     the 8 rows back from shipping, then drops shipping.addresses. Every row is in users."""
     project = _project(workspace, env, make_database)
-    seeded = executor.apply(project, env, targets=[SEED, SHIPPING_BASE])
+    seeded = api.apply(project, env, targets=[SEED, SHIPPING_BASE])
     assert seeded.exit_code == 0, seeded.message
     users, shipping = project.url(env, "users"), project.url(env, "shipping")
     original = _rows(users, "addresses")
@@ -91,7 +91,7 @@ def test_failure_after_the_drop_brings_every_row_back(workspace: Path, env: str,
     (workspace / "services/users/migrations/versions/ffff00000001_boom.py").write_text(BOOM)
     project = _project_again(project, workspace)
 
-    failed = executor.apply(project, env)
+    failed = api.apply(project, env)
 
     assert failed.exit_code == 1, failed.message
     assert failed.outcome == "rolled_back"
@@ -128,7 +128,7 @@ def test_copy_resumed_after_a_kill_past_its_last_batch_can_be_reverted(workspace
     copy. Its revert still knows what the copy wrote: every row comes back to users."""
     _set_copy_option(workspace, "pause_seconds = 4")
     project = api.open_project(str(workspace / "migrate.toml"))
-    assert executor.apply(project, "dev", targets=[SEED]).exit_code == 0
+    assert api.apply(project, "dev", targets=[SEED]).exit_code == 0
     users, shipping = project.url("dev", "users"), project.url("dev", "shipping")
     original = _rows(users, "addresses")
 
@@ -149,11 +149,11 @@ def test_copy_resumed_after_a_kill_past_its_last_batch_can_be_reverted(workspace
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
 
-    resumed = executor.apply(project, "dev")
+    resumed = api.apply(project, "dev")
     assert resumed.exit_code == 0, resumed.message
     assert _rows(shipping, "addresses") == original and _rows(users, "addresses") is None
 
-    back = executor.rollback(project, "dev", to=SHIPPING_BASE)
+    back = api.rollback(project, "dev", to=SHIPPING_BASE)
     assert back.exit_code == 0, back.message
     assert _rows(users, "addresses") == original
     assert _rows(shipping, "addresses") is None
@@ -165,8 +165,8 @@ def test_revert_carries_the_targets_changes_back(workspace: Path, env: str, make
     row 500 is added. The revert carries both back into users (the source still exists), and
     the dry run says so first."""
     project = _project(workspace, env, make_database)
-    assert executor.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
-    copied = executor.apply(project, env, targets=[COPY])
+    assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
+    copied = api.apply(project, env, targets=[COPY])
     assert copied.exit_code == 0, copied.message
     users, shipping = project.url(env, "users"), project.url(env, "shipping")
     original = _rows(users, "addresses")
@@ -184,14 +184,14 @@ def test_revert_carries_the_targets_changes_back(workspace: Path, env: str, make
     expected = _rows(shipping, "addresses")
     assert expected is not None and len(expected) == 9
 
-    dry = executor.rollback(project, env, dry_run=True)
+    dry = api.rollback(project, env, dry_run=True)
     assert dry.exit_code == 0
     (note,) = dry.reverts
     assert (note.copied_rows, note.insert_into_source, note.update_in_source) == (9, 1, 1)
     assert "1 inserted, 1 updated" in note.text
     assert _rows(shipping, "addresses") == expected  # the dry run changed nothing
 
-    back = executor.rollback(project, env)
+    back = api.rollback(project, env)
     assert back.exit_code == 0, back.message
     assert _rows(users, "addresses") == expected
     assert _rows(shipping, "addresses") == []
@@ -201,12 +201,12 @@ def test_copy_record_survives_compensation_bookkeeping(workspace: Path) -> None:
     """What a revert knows comes from the env's copy record, not from step statuses: after
     the failed run of the first test, the record says the copy was reverted."""
     project = api.open_project(str(workspace / "migrate.toml"))
-    assert executor.apply(project, "dev").exit_code == 0
+    assert api.apply(project, "dev").exit_code == 0
     journal = open_journal(project.manifest, "dev", project.environ)
     try:
         record = journal.copy_record("addresses-to-shipping")
         assert record is not None and record[0] == "copied"
-        assert executor.rollback(project, "dev").exit_code == 0
+        assert api.rollback(project, "dev").exit_code == 0
         record = journal.copy_record("addresses-to-shipping")
         assert record is not None and record[0] == "reverted"
     finally:
@@ -226,7 +226,7 @@ def test_re_fingerprinted_plan_without_its_copy_is_refused(workspace: Path, edit
     from orchestrator.errors import PlanConflictError
 
     project = api.open_project(str(workspace / "migrate.toml"))
-    assert executor.apply(project, "dev", targets=[SEED]).exit_code == 0
+    assert api.apply(project, "dev", targets=[SEED]).exit_code == 0
     users = project.url("dev", "users")
     original = _rows(users, "addresses")
     plan = api.make_plan(project, "dev").plan
@@ -240,7 +240,7 @@ def test_re_fingerprinted_plan_without_its_copy_is_refused(workspace: Path, edit
     path.write_text(json.dumps(plan_to_json(forged)))
 
     with pytest.raises(PlanConflictError) as caught:
-        executor.apply(project, "dev", plan_file=str(path))
+        api.apply(project, "dev", plan_file=str(path))
 
     assert caught.value.exit_code == 3
     assert f"step users@f43128fb8d05 needs {COPY} first" in caught.value.message

@@ -18,14 +18,13 @@ import json
 import math
 import struct
 import uuid
-from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from hashlib import md5
 from typing import Any
 
-from orchestrator.runtime.copy_schema import ColumnInfo, Dialect, Kind
+from orchestrator.copy.dialects import DialectImpl, impl_for
+from orchestrator.copy.schema import ColumnInfo, Dialect, Kind
 
 Converter = Callable[[Any], Any]
 Canon = Callable[[Any], "str | None"]
@@ -182,8 +181,8 @@ def _int_writer(col: ColumnInfo) -> Converter:
     return conv
 
 
-def _bool_writer(dialect: Dialect) -> Converter:
-    as_int = dialect != "postgresql"
+def _bool_writer(impl: DialectImpl) -> Converter:
+    as_int = not impl.native_boolean
 
     def conv(v: Any) -> Any:
         if type(v) is bool:
@@ -216,8 +215,8 @@ def check_decimal(d: Decimal, col: ColumnInfo, allow_special: bool) -> Decimal:
     return d
 
 
-def _decimal_writer(dialect: Dialect, col: ColumnInfo) -> Converter:
-    if dialect == "sqlite":
+def _decimal_writer(impl: DialectImpl, col: ColumnInfo) -> Converter:
+    if impl.decimals_as_float:
 
         def conv_sqlite(v: Any) -> Any:
             d = check_decimal(to_decimal(v), col, allow_special=False)
@@ -232,7 +231,7 @@ def _decimal_writer(dialect: Dialect, col: ColumnInfo) -> Converter:
             return f
 
         return conv_sqlite
-    allow_special = dialect == "postgresql"
+    allow_special = impl.special_decimals
 
     def conv(v: Any) -> Any:
         return check_decimal(to_decimal(v), col, allow_special)
@@ -240,9 +239,10 @@ def _decimal_writer(dialect: Dialect, col: ColumnInfo) -> Converter:
     return conv
 
 
-def _float_writer(dialect: Dialect, col: ColumnInfo) -> Converter:
+def _float_writer(impl: DialectImpl, col: ColumnInfo) -> Converter:
     single = (col.pg_type or "").lower() == "real" or col.type_text.upper().startswith("FLOAT")
-    single = single and dialect != "sqlite"
+    single = single and impl.single_floats
+    finite_only = impl.finite_floats_only
 
     def conv(v: Any) -> Any:
         if type(v) is float:
@@ -262,7 +262,7 @@ def _float_writer(dialect: Dialect, col: ColumnInfo) -> Converter:
                 raise ValueProblem(f"{_show(v)} is not a number") from None
         else:
             raise ValueProblem(f"a {type(v).__name__} value is not a number")
-        if not math.isfinite(f) and dialect == "mysql":
+        if not math.isfinite(f) and finite_only:
             raise ValueProblem(f"{f} cannot be stored in MariaDB/MySQL")
         if single and math.isfinite(f) and struct.unpack("f", struct.pack("f", f))[0] != f:
             raise ValueProblem(f"{f!r} loses precision in single-precision {col.type_text}")
@@ -274,11 +274,11 @@ def _float_writer(dialect: Dialect, col: ColumnInfo) -> Converter:
 _CHARSET_CODECS = {"latin1": "cp1252", "ascii": "ascii", "utf8mb3": "", "utf8": ""}
 
 
-def _string_writer(dialect: Dialect, col: ColumnInfo, *, is_json: bool = False) -> Converter:
+def _string_writer(impl: DialectImpl, col: ColumnInfo, *, is_json: bool = False) -> Converter:
     limit = col.max_length
     in_bytes = col.length_in_bytes
-    no_nul = dialect == "postgresql"
-    charset = (col.charset or "").lower() if dialect == "mysql" else ""
+    no_nul = impl.rejects_nul
+    charset = (col.charset or "").lower() if impl.column_charsets else ""
     bmp_only = charset in ("utf8mb3", "utf8")
     codec = _CHARSET_CODECS.get(charset, "")
     base = json_text if is_json else _to_str
@@ -322,10 +322,10 @@ def _binary_writer(col: ColumnInfo) -> Converter:
     return conv
 
 
-def _datetime_writer(dialect: Dialect, col: ColumnInfo) -> Converter:
+def _datetime_writer(impl: DialectImpl, col: ColumnInfo) -> Converter:
     aware_target = col.timezone
     step = 10 ** (6 - col.fsp) if col.fsp < 6 else 1
-    as_text = dialect == "sqlite"
+    as_text = impl.temporal_as_text
 
     def conv(v: Any) -> Any:
         d = v if type(v) is dt.datetime else _to_datetime(v)
@@ -343,8 +343,8 @@ def _datetime_writer(dialect: Dialect, col: ColumnInfo) -> Converter:
     return conv
 
 
-def _date_writer(dialect: Dialect) -> Converter:
-    as_text = dialect == "sqlite"
+def _date_writer(impl: DialectImpl) -> Converter:
+    as_text = impl.temporal_as_text
 
     def conv(v: Any) -> Any:
         d = v if type(v) is dt.date else _to_date(v)
@@ -353,9 +353,9 @@ def _date_writer(dialect: Dialect) -> Converter:
     return conv
 
 
-def _time_writer(dialect: Dialect, col: ColumnInfo) -> Converter:
+def _time_writer(impl: DialectImpl, col: ColumnInfo) -> Converter:
     step = 10 ** (6 - col.fsp) if col.fsp < 6 else 1
-    as_text = dialect == "sqlite"
+    as_text = impl.temporal_as_text
 
     def conv(v: Any) -> Any:
         t = _to_time(v)
@@ -366,8 +366,8 @@ def _time_writer(dialect: Dialect, col: ColumnInfo) -> Converter:
     return conv
 
 
-def _uuid_writer(dialect: Dialect, col: ColumnInfo) -> Converter:
-    native = dialect == "postgresql" and col.kind == "uuid"
+def _uuid_writer(impl: DialectImpl, col: ColumnInfo) -> Converter:
+    native = impl.native_uuid and col.kind == "uuid"
 
     def conv(v: Any) -> Any:
         u = _to_uuid(v)
@@ -381,31 +381,32 @@ def make_writer(dialect: Dialect, col: ColumnInfo, kind: Kind) -> Converter | No
 
     ``kind`` is the kind both sides are compared as (a uuid compared as text is written as text).
     """
+    impl = impl_for(dialect)
     k = col.kind
     if k == "integer":
         return _int_writer(col)
     if k == "boolean":
-        return _bool_writer(dialect)
+        return _bool_writer(impl)
     if k == "decimal":
-        return _decimal_writer(dialect, col)
+        return _decimal_writer(impl, col)
     if k == "float":
-        return _float_writer(dialect, col)
+        return _float_writer(impl, col)
     if k == "string":
         if kind == "uuid":
-            return lambda v: _string_writer(dialect, col)(str(_to_uuid(v)))
-        return _string_writer(dialect, col)
+            return lambda v: _string_writer(impl, col)(str(_to_uuid(v)))
+        return _string_writer(impl, col)
     if k == "json":
-        return _string_writer(dialect, col, is_json=True)
+        return _string_writer(impl, col, is_json=True)
     if k == "datetime":
-        return _datetime_writer(dialect, col)
+        return _datetime_writer(impl, col)
     if k == "date":
-        return _date_writer(dialect)
+        return _date_writer(impl)
     if k == "time":
-        return _time_writer(dialect, col)
+        return _time_writer(impl, col)
     if k == "binary":
         return _binary_writer(col)
     if k == "uuid":
-        return _uuid_writer(dialect, col)
+        return _uuid_writer(impl, col)
     return None
 
 
@@ -538,7 +539,7 @@ def canon_function(kind: Kind) -> Callable[[Any], str]:
 def canon_line(canon: Sequence[str | None]) -> str:
     """The canonical line of a row: ``N`` for NULL, else ``<length>:<text>``, joined by commas.
 
-    PostgreSQL and MariaDB build the same line in SQL (see copy_fast), so either side of a
+    PostgreSQL and MariaDB build the same line in SQL (see blocks.py), so either side of a
     comparison can be computed inside its database or here."""
     return ",".join("N" if v is None else f"{len(v)}:{v}" for v in canon)
 
@@ -546,6 +547,19 @@ def canon_line(canon: Sequence[str | None]) -> str:
 def line_digest(line: str) -> int:
     """The first 60 bits of the line's MD5, as databases compute them with md5()/MD5()."""
     return int(md5(line.encode("utf-8", "surrogatepass")).hexdigest()[:15], 16)
+
+
+CanonKey = tuple[str | None, ...]
+
+
+def canonical(funcs: Sequence[Callable[[Any], str]], values: Sequence[Any]) -> CanonKey:
+    """Each value in canonical form, None staying None."""
+    return tuple(None if v is None else f(v) for f, v in zip(funcs, values, strict=True))
+
+
+def converted(convs: Sequence[Converter | None], values: Sequence[Any]) -> tuple[Any, ...]:
+    """Each value as a driver takes it (a converter of None keeps the value), None staying None."""
+    return tuple(v if f is None or v is None else f(v) for f, v in zip(convs, values, strict=True))
 
 
 class RowHasher:
@@ -558,7 +572,7 @@ class RowHasher:
         self.total = 0
 
     def canon(self, row: Sequence[Any]) -> tuple[str | None, ...]:
-        return tuple(None if v is None else f(v) for f, v in zip(self.funcs, row, strict=True))
+        return canonical(self.funcs, row)
 
     def add(self, row: Sequence[Any]) -> None:
         self.add_canon(self.canon(row))
@@ -570,9 +584,6 @@ class RowHasher:
     @property
     def hexdigest(self) -> str:
         return f"{self.total:x}"
-
-
-# --- keys in checkpoints ----------------------------------------------------------------------
 
 
 def encode_value(v: Any) -> Any:
@@ -624,71 +635,3 @@ def decode_value(v: Any) -> Any:
     if tag == "uuid":
         return uuid.UUID(data)
     raise ValueError(f"unknown key value tag {tag!r}")
-
-
-@dataclass(frozen=True)
-class PreexistingKeys:
-    """The target keys that were there before the copy began, in canonical form.
-
-    A single-column integer key is kept as inclusive runs ``[first, last]`` (a pre-filled table
-    with contiguous ids costs two numbers); any other key is kept as the list of canonical key
-    tuples. Rows with these keys are never written, counted as copied, reverted or deleted.
-    """
-
-    count: int = 0
-    ranges: tuple[tuple[int, int], ...] = ()
-    keys: tuple[tuple[str | None, ...], ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_starts", [r[0] for r in self.ranges])
-        object.__setattr__(self, "_set", frozenset(self.keys))
-
-    def __bool__(self) -> bool:
-        return self.count > 0
-
-    def contains(self, canon_key: tuple[str | None, ...]) -> bool:
-        if not self.count:
-            return False
-        if self.ranges:
-            try:
-                n = int(canon_key[0])  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                return False
-            i = bisect_right(self._starts, n) - 1  # type: ignore[attr-defined]
-            return i >= 0 and self.ranges[i][0] <= n <= self.ranges[i][1]
-        return canon_key in self._set  # type: ignore[attr-defined]
-
-    def to_obj(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"count": self.count}
-        if self.ranges:
-            out["ranges"] = [list(r) for r in self.ranges]
-        if self.keys:
-            out["keys"] = [list(k) for k in self.keys]
-        return out
-
-    @classmethod
-    def from_obj(cls, obj: dict[str, Any]) -> PreexistingKeys:
-        return cls(
-            count=int(obj.get("count", 0)),
-            ranges=tuple((int(a), int(b)) for a, b in obj.get("ranges", ())),
-            keys=tuple(tuple(k) for k in obj.get("keys", ())),
-        )
-
-    @classmethod
-    def build(cls, canon_keys: Iterable[tuple[str | None, ...]], integer_key: bool) -> PreexistingKeys:
-        if integer_key:
-            runs: list[list[int]] = []
-            count = 0
-            for (text,) in canon_keys:
-                n = int(text)  # type: ignore[arg-type]
-                count += 1
-                if runs and runs[-1][1] + 1 == n:
-                    runs[-1][1] = n
-                elif runs and runs[-1][0] <= n <= runs[-1][1]:
-                    continue
-                else:
-                    runs.append([n, n])
-            runs.sort()
-            return cls(count=count, ranges=tuple((a, b) for a, b in runs))
-        keys = sorted(set(canon_keys), key=lambda k: tuple("" if x is None else x for x in k))
-        return cls(count=len(keys), keys=tuple(keys))

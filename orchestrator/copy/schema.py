@@ -7,15 +7,15 @@ table, and it is quoted with the dialect's own identifier preparer.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from orchestrator.copy.errors import CopyPreflightError
 from orchestrator.core.model import CopySpec
-from orchestrator.errors import EXIT_BAD_INPUT, EXIT_STEP_FAILED, MigrateError
 
 Kind = Literal[
     "integer",
@@ -33,21 +33,6 @@ Kind = Literal[
 ]
 Dialect = Literal["postgresql", "mysql", "sqlite"]
 Side = Literal["source", "target"]
-
-SUPPORTED_DIALECTS: tuple[str, ...] = ("postgresql", "mysql", "sqlite")
-
-
-class CopyError(MigrateError):
-    """Base of the errors a copy step raises."""
-
-    exit_code = EXIT_STEP_FAILED
-
-
-class CopyPreflightError(CopyError):
-    """Bad input found before any row moved: a table, a column or the key is wrong."""
-
-    exit_code = EXIT_BAD_INPUT
-
 
 # --- column descriptions -----------------------------------------------------------------
 
@@ -165,64 +150,93 @@ def _int_range(dialect: Dialect, type_: Any) -> tuple[int, int]:
     return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
 
+def _integer(dialect: Dialect, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    cls_name = type(type_).__name__.upper()
+    mysql_bool = dialect == "mysql" and cls_name == "TINYINT" and getattr(type_, "display_width", 0) == 1
+    lo, hi = _int_range(dialect, type_)
+    # MariaDB spells BOOLEAN as TINYINT(1)
+    return {"kind": "boolean" if mysql_bool else "integer", "int_min": lo, "int_max": hi}
+
+
+def _decimal(dialect: Dialect, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": "decimal", "precision": type_.precision}
+    out["scale"] = type_.scale if type_.precision is not None else None
+    if dialect == "mysql" and type_.precision is None:
+        out["precision"], out["scale"] = 10, 0
+    if out["precision"] is not None and out["scale"] is None:
+        out["scale"] = 0
+    return out
+
+
+def _binary(dialect: Dialect, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": "binary"}
+    cls_name = type(type_).__name__.upper()
+    if dialect == "mysql":
+        out["max_length"] = _MYSQL_TEXT_BYTES.get(cls_name, getattr(type_, "length", None))
+    if dialect != "sqlite":
+        out["length_in_bytes"] = True
+    return out
+
+
+def _string(dialect: Dialect, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": "json" if extra.get("json") else "string"}
+    cls_name = type(type_).__name__.upper()
+    if dialect == "mysql" and cls_name in _MYSQL_TEXT_BYTES and not getattr(type_, "length", 0):
+        out["max_length"] = _MYSQL_TEXT_BYTES[cls_name]
+        out["length_in_bytes"] = True
+    elif dialect != "sqlite":
+        out["max_length"] = getattr(type_, "length", None)
+    return out
+
+
+def _datetime(dialect: Dialect, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "datetime", "timezone": bool(getattr(type_, "timezone", False)) and dialect == "postgresql"}
+
+
+def _just(kind: Kind) -> _Classifier:
+    return lambda dialect, type_, extra: {"kind": kind}
+
+
+_Classifier = Callable[[Dialect, Any, dict[str, Any]], dict[str, Any]]
+
+# the first SQLAlchemy type class a reflected type is an instance of decides (order matters:
+# Boolean before Integer, Float before Numeric, JSON and Uuid and binary before String)
+_CLASSIFIERS: tuple[tuple[type[Any], _Classifier], ...] = (
+    (sa.Boolean, _just("boolean")),
+    (sa.Integer, _integer),
+    (sa.Float, _just("float")),
+    (sa.Numeric, _decimal),
+    (sa.JSON, _just("json")),
+    (sa.Uuid, _just("uuid")),
+    (sa.types._Binary, _binary),
+    (sa.String, _string),
+    (sa.DateTime, _datetime),
+    (sa.Date, _just("date")),
+    (sa.Time, _just("time")),
+)
+
+
+def _fsp(dialect: Dialect, type_: Any) -> int | None:
+    """Fractional seconds digits of a datetime or time column; None where the dialect keeps none."""
+    if dialect == "mysql":
+        return getattr(type_, "fsp", None) or 0
+    if dialect == "postgresql":
+        precision = getattr(type_, "precision", None)
+        return 6 if precision is None else int(precision)
+    return None
+
+
 def _classify(dialect: Dialect, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
     """Map a reflected SQLAlchemy type onto a kind plus the limits values must respect."""
-    out: dict[str, Any] = {}
-    cls_name = type(type_).__name__.upper()
-    if isinstance(type_, sa.Boolean):
-        out["kind"] = "boolean"
-    elif dialect == "mysql" and cls_name == "TINYINT" and getattr(type_, "display_width", 0) == 1:
-        out["kind"] = "boolean"  # MariaDB spells BOOLEAN as TINYINT(1)
-        out["int_min"], out["int_max"] = _int_range(dialect, type_)
-    elif isinstance(type_, sa.Integer):
-        out["kind"] = "integer"
-        out["int_min"], out["int_max"] = _int_range(dialect, type_)
-    elif isinstance(type_, sa.Float):
-        out["kind"] = "float"
-    elif isinstance(type_, sa.Numeric):
-        out["kind"] = "decimal"
-        out["precision"] = type_.precision
-        out["scale"] = type_.scale if type_.precision is not None else None
-        if dialect == "mysql" and type_.precision is None:
-            out["precision"], out["scale"] = 10, 0
-        if out["precision"] is not None and out["scale"] is None:
-            out["scale"] = 0
-    elif isinstance(type_, sa.JSON):
-        out["kind"] = "json"
-    elif isinstance(type_, sa.Uuid):
-        out["kind"] = "uuid"
-    elif isinstance(type_, sa.types._Binary):
-        out["kind"] = "binary"
-        if dialect == "mysql":
-            if cls_name in _MYSQL_TEXT_BYTES:
-                out["max_length"] = _MYSQL_TEXT_BYTES[cls_name]
-            else:
-                out["max_length"] = getattr(type_, "length", None)
-            out["length_in_bytes"] = True
-        elif dialect == "postgresql":
-            out["length_in_bytes"] = True
-    elif isinstance(type_, sa.String):
-        out["kind"] = "json" if extra.get("json") else "string"
-        if dialect == "mysql" and cls_name in _MYSQL_TEXT_BYTES and not getattr(type_, "length", 0):
-            out["max_length"] = _MYSQL_TEXT_BYTES[cls_name]
-            out["length_in_bytes"] = True
-        elif dialect != "sqlite":
-            out["max_length"] = getattr(type_, "length", None)
-    elif isinstance(type_, sa.DateTime):
-        out["kind"] = "datetime"
-        out["timezone"] = bool(getattr(type_, "timezone", False)) and dialect == "postgresql"
-    elif isinstance(type_, sa.Date):
-        out["kind"] = "date"
-    elif isinstance(type_, sa.Time):
-        out["kind"] = "time"
-    else:
-        out["kind"] = "other"
+    out: dict[str, Any] = {"kind": "other"}
+    for cls, classify in _CLASSIFIERS:
+        if isinstance(type_, cls):
+            out = classify(dialect, type_, extra)
+            break
     if out["kind"] in ("datetime", "time"):
-        if dialect == "mysql":
-            out["fsp"] = getattr(type_, "fsp", None) or 0
-        elif dialect == "postgresql":
-            precision = getattr(type_, "precision", None)
-            out["fsp"] = 6 if precision is None else int(precision)
+        fsp = _fsp(dialect, type_)
+        if fsp is not None:
+            out["fsp"] = fsp
     return out
 
 
@@ -456,7 +470,7 @@ def build_plan(spec: CopySpec, source: Engine, target: Engine) -> CopyPlan:
     return plan_for_tables(spec, src, tgt)
 
 
-def plan_for_tables(spec: CopySpec, src: TableInfo, tgt: TableInfo) -> CopyPlan:
+def _column_names(spec: CopySpec, src: TableInfo, tgt: TableInfo) -> list[str]:
     if spec.columns is None:
         names = []
         for col in src.columns:
@@ -475,40 +489,45 @@ def plan_for_tables(spec: CopySpec, src: TableInfo, tgt: TableInfo) -> CopyPlan:
         names = list(spec.columns)
         if len(set(names)) != len(names):
             raise preflight_error(spec, "source", "a column is listed twice in `columns`", "list each column once")
-    pairs: list[ColumnPair] = []
-    for name in names:
-        s = src.find(name)
-        if s is None:
-            raise preflight_error(
-                spec,
-                "source",
-                f"column '{name}' does not exist (columns: {_names(src.columns)})",
-                "fix `columns` in the [[copies]] entry",
-            )
-        t = tgt.find(name)
-        if t is None:
-            raise preflight_error(
-                spec,
-                "target",
-                f"column '{name}' does not exist (columns: {_names(tgt.columns)})",
-                "add the column in a target revision listed in `after`, or drop it from `columns`",
-            )
-        if t.computed:
-            raise preflight_error(
-                spec,
-                "target",
-                f"column '{t.name}' is computed by the database and cannot be written",
-                "leave it out of `columns`",
-            )
-        if not compatible(s.kind, t.kind):
-            raise preflight_error(
-                spec,
-                "target",
-                f"column '{t.name}' is {t.type_text}, which cannot hold the source's "
-                f"{s.type_text} ({s.kind} values into a {t.kind} column)",
-                "change the target column's type, or leave the column out of `columns`",
-            )
-        pairs.append(ColumnPair(s, t, pair_kind(s.kind, t.kind)))
+    return names
+
+
+def _pair(spec: CopySpec, src: TableInfo, tgt: TableInfo, name: str) -> ColumnPair:
+    s = src.find(name)
+    if s is None:
+        raise preflight_error(
+            spec,
+            "source",
+            f"column '{name}' does not exist (columns: {_names(src.columns)})",
+            "fix `columns` in the [[copies]] entry",
+        )
+    t = tgt.find(name)
+    if t is None:
+        raise preflight_error(
+            spec,
+            "target",
+            f"column '{name}' does not exist (columns: {_names(tgt.columns)})",
+            "add the column in a target revision listed in `after`, or drop it from `columns`",
+        )
+    if t.computed:
+        raise preflight_error(
+            spec,
+            "target",
+            f"column '{t.name}' is computed by the database and cannot be written",
+            "leave it out of `columns`",
+        )
+    if not compatible(s.kind, t.kind):
+        raise preflight_error(
+            spec,
+            "target",
+            f"column '{t.name}' is {t.type_text}, which cannot hold the source's "
+            f"{s.type_text} ({s.kind} values into a {t.kind} column)",
+            "change the target column's type, or leave the column out of `columns`",
+        )
+    return ColumnPair(s, t, pair_kind(s.kind, t.kind))
+
+
+def _check_not_null(spec: CopySpec, tgt: TableInfo, pairs: Sequence[ColumnPair]) -> None:
     copied = {p.target.name for p in pairs}
     for col in tgt.columns:
         if col.name not in copied and not col.nullable and not col.has_default and not col.computed:
@@ -518,6 +537,9 @@ def plan_for_tables(spec: CopySpec, src: TableInfo, tgt: TableInfo) -> CopyPlan:
                 f"column '{col.name}' is NOT NULL without a default and is not copied",
                 "copy it (add it to `columns`), give it a default, or make it nullable",
             )
+
+
+def _key_names(spec: CopySpec, src: TableInfo) -> list[str]:
     if spec.key is not None:
         key_names = list(spec.key)
         if not key_names:
@@ -531,6 +553,10 @@ def plan_for_tables(spec: CopySpec, src: TableInfo, tgt: TableInfo) -> CopyPlan:
                 "the table has no primary key, so the copy has no key to batch and resume on",
                 "set `key` in the [[copies]] entry to columns whose values are unique",
             )
+    return key_names
+
+
+def _key_index(spec: CopySpec, src: TableInfo, pairs: Sequence[ColumnPair], key_names: Sequence[str]) -> list[int]:
     key_index: list[int] = []
     for name in key_names:
         matches = [i for i, p in enumerate(pairs) if p.source.name == name]
@@ -563,6 +589,13 @@ def plan_for_tables(spec: CopySpec, src: TableInfo, tgt: TableInfo) -> CopyPlan:
                 "cannot be compared exactly across databases",
                 "choose a key of integer, decimal, text, date/time, binary or uuid columns",
             )
+    return key_index
+
+
+def plan_for_tables(spec: CopySpec, src: TableInfo, tgt: TableInfo) -> CopyPlan:
+    pairs = [_pair(spec, src, tgt, name) for name in _column_names(spec, src, tgt)]
+    _check_not_null(spec, tgt, pairs)
+    key_index = _key_index(spec, src, pairs, _key_names(spec, src))
     return CopyPlan(spec, src, tgt, tuple(pairs), tuple(key_index))
 
 
