@@ -2,56 +2,67 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.graph import FleetGraph
-from orchestrator.core.manifest import env_name_or_default, service_url
-from orchestrator.core.model import Manifest, Plan, UpgradeStep
+from orchestrator.core.model import CopyStep, DowngradeStep, Plan, RevertCopyStep, UpgradeStep
 from orchestrator.core.planfile import plan_to_json
-from orchestrator.core.planner import ObservedState, pending_nodes, plan_upgrade
-from orchestrator.core.redact import redact_url
-from orchestrator.core.workspace import load_workspace
+from orchestrator.core.planner import pending_nodes, plan_upgrade
+from orchestrator.core.redact import redact_text, redact_url
 from orchestrator.errors import GraphError, MigrateError
+from orchestrator.project import Project, StepSQL, now_iso, observe, open_project, render_sql
 
-if TYPE_CHECKING:  # the checks are imported by `check` only, not on every command's path
-    from orchestrator.core.checks import CheckResult, RuleOutcome
-    from orchestrator.runtime.alembic_runner import RenderedStep
+if TYPE_CHECKING:  # imported when first used (see __getattr__), not on every command's path
+    from orchestrator.core.checks import CheckResult, Finding, Level, RuleOutcome, SourceIndex
+    from orchestrator.core.checks.report import github_annotations, junit_xml
+    from orchestrator.run import (
+        RevertNote,
+        RunResult,
+        StampResult,
+        StepOutcome,
+        UnlockResult,
+        apply,
+        history,
+        rollback,
+        stamp,
+        unlock,
+    )
+
+# What the façade re-exports from the executor and the checks, imported on first use: a
+# command that does not run or check anything never loads the database layer.
+_LAZY = {
+    **dict.fromkeys(
+        [
+            "RevertNote",
+            "RunResult",
+            "StampResult",
+            "StepOutcome",
+            "UnlockResult",
+            "apply",
+            "history",
+            "rollback",
+            "stamp",
+            "unlock",
+        ],
+        "orchestrator.run",
+    ),
+    **dict.fromkeys(["CheckResult", "Finding", "Level", "RuleOutcome"], "orchestrator.core.checks"),
+    **dict.fromkeys(["github_annotations", "junit_xml"], "orchestrator.core.checks.report"),
+}
 
 
-@dataclass
-class Project:
-    """A loaded workspace plus the process environment its ``${VARS}`` come from."""
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-    manifest: Manifest
-    graph: FleetGraph
-    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-
-    def env(self, name: str | None) -> str:
-        return env_name_or_default(self.manifest, name)
-
-    def url(self, env: str, service: str) -> str:
-        return service_url(self.manifest, env, service, self.environ)
-
-
-def open_project(
-    config: str | None = None,
-    cwd: str | None = None,
-    environ: Mapping[str, str] | None = None,
-    use_cache: bool = True,
-) -> Project:
-    environ = dict(os.environ if environ is None else environ)
-    ws = load_workspace(config, cwd, environ, use_cache=use_cache)
-    return Project(ws.manifest, ws.graph, environ)
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return getattr(importlib.import_module(module), name)
 
 
 # -- services -----------------------------------------------------------------------------
@@ -84,42 +95,6 @@ def list_services(project: Project) -> list[ServiceInfo]:
 
 
 # -- state --------------------------------------------------------------------------------
-def observe(project: Project, env: str, services: Sequence[str] | None = None) -> ObservedState:
-    """Read every service's current revisions (and the journal's completed copies)."""
-    from orchestrator.runtime.state import read_state
-
-    wanted = [
-        (name, project.url(env, name), svc.spec.version_table)
-        for name, svc in project.graph.services.items()
-        if services is None or name in services
-    ]
-
-    def read(item: tuple[str, str, str]) -> tuple[tuple[str, ...], bool]:
-        name, url, table = item
-        return read_state(url, table, name)
-
-    if len(wanted) > 2:  # one round trip per database: read them concurrently
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(8, len(wanted))) as pool:
-            results = list(pool.map(read, wanted))
-    else:
-        results = [read(item) for item in wanted]
-    heads = {name: found for (name, _, _), (found, _) in zip(wanted, results, strict=True)}
-    unmigrated = [name for (name, _, _), (_, has_table) in zip(wanted, results, strict=True) if not has_table]
-    completed, reverting = _copy_states(project, env)
-    return ObservedState.of(heads, completed, unmigrated, reverting)
-
-
-def _copy_states(project: Project, env: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(completed copies, copies whose revert stopped half-way), from the journal."""
-    if not project.manifest.copies:
-        return (), ()
-    from orchestrator.runtime.journal import copy_states
-
-    return copy_states(project.manifest, env, project.environ)
-
-
 # -- graph --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GraphResult:
@@ -215,123 +190,16 @@ def status(project: Project, env: str | None = None) -> StatusResult:
             ServiceStatus(svc_name, redact_url(project.url(name, svc_name)), heads.get(svc_name, ()), svc.heads, count)
         )
     copies = tuple(sorted(n for n in pending if n in project.graph.copies))
-    last_run = interrupted = lock = None
-    try:
-        from orchestrator.runtime import journal
-    except ImportError:
-        journal = None  # type: ignore[assignment]
-    if journal is not None:
-        last_run, interrupted, lock = journal.status_summary(project.manifest, name, project.environ)
+    from orchestrator.run.advice import explain_interrupted
+    from orchestrator.runtime import journal
+
+    last_run, interrupted, lock = journal.status_summary(project.manifest, name, project.environ)
     if interrupted is not None:
         explain_interrupted(project, name, interrupted)
     return StatusResult(name, tuple(rows), copies, last_run, interrupted, lock)
 
 
-def explain_interrupted(project: Project, env: str, run: dict[str, Any]) -> None:
-    """Add to an interrupted run's summary what state it left and what continues it
-    (``message`` and ``continue_with``); each step it stopped in gets ``may_remain``: the step
-    ran on a database without transactional DDL, so part of its statements may have stayed."""
-    from orchestrator.runtime.engines import dialect_of
-
-    for step in run.get("stopped_in", []):
-        try:
-            url = project.url(env, step["service"]) if step["service"] else None
-        except MigrateError:
-            url = None
-        step["may_remain"] = (
-            url is not None and step["kind"] in ("upgrade", "downgrade") and dialect_of(url) in ("mysql", "mariadb")
-        )
-    if run["kind"] == "rollback":
-        text, command = _rollback_advice(project, env, run)
-    elif run.get("failed"):
-        command = f"migrate rollback --env {env} --run {run['id']}"
-        text = (
-            f"it stopped while undoing its steps after {', '.join(run['failed'])} failed"
-            + _listed("; undone so far", run.get("undone", []))
-            + _listed("; still applied", [*run.get("done", []), *(s["node"] for s in run.get("stopped_in", []))])
-            + f". `{command}` finishes the undo; `migrate apply --env {env}` would go forward instead."
-        )
-    else:
-        command = f"migrate apply --env {env}"
-        text = f"`{command}` continues it from the databases' real state."
-    partial = [s for s in run.get("stopped_in", []) if s["may_remain"]]
-    if partial:
-        if run["kind"] == "apply" and not run.get("failed"):
-            text = f"`{command}` continues it from the databases' real state, after the repair below."
-        undoing = run["kind"] == "rollback" or bool(run.get("failed"))
-        text += "".join(" " + _partial_advice(project, env, step, undoing) for step in partial)
-    run["message"] = f"{run['kind']} run {run['id']} was interrupted: {text}"
-    run["continue_with"] = command
-
-
-def _listed(label: str, nodes: Sequence[str]) -> str:
-    return f"{label}: {', '.join(nodes)}" if nodes else ""
-
-
-def _rollback_advice(project: Project, env: str, run: dict[str, Any]) -> tuple[str, str]:
-    if run.get("undoes_run"):
-        command = f"migrate rollback --env {env} --run {run['undoes_run']}"
-        what = f"undoing run {run['undoes_run']}"
-    else:
-        command = f"migrate rollback --env {env} --to {_rollback_target(project, run)}"
-        what = "taking a service back (--to)"
-    text = (
-        f"it was {what}"
-        + _listed("; undone so far", run.get("done", []))
-        + _listed("; still to undo", run.get("left", []))
-        + f". `{command}` continues it (not `migrate apply`, which would re-apply what it undid)."
-    )
-    return text, command
-
-
-def _rollback_target(project: Project, run: dict[str, Any]) -> str:
-    """The ``--to`` of an interrupted rollback: the revision below the last one it was to undo
-    (everything that required the service's revisions is undone before them)."""
-    nodes = [n for n in [*run.get("done", []), *run.get("left", [])] if n in project.graph.revisions]
-    if not nodes:
-        return "SERVICE@REV"
-    last = project.graph.revisions[nodes[-1]]
-    downs = last.down_revisions
-    return f"{last.service}@{downs[0] if len(downs) == 1 else 'base' if not downs else 'REV'}"
-
-
-def _partial_advice(project: Project, env: str, step: dict[str, Any], undoing: bool) -> str:
-    """A step that stopped on a database without transactional DDL; ``undoing``: it was being
-    undone (a rollback run, or an apply run undoing its steps after a failure)."""
-    node, service = step["node"], step["service"]
-    upgrade = not undoing
-    listed = " | ".join(step["statements"]) if step["statements"] else "none was journaled; look at the database"
-    if upgrade:
-        stamp_to = node
-    else:
-        revision = project.graph.revisions.get(node)
-        downs = revision.down_revisions if revision else ()
-        stamp_to = f"{service}@{downs[0] if len(downs) == 1 else 'base' if not downs else 'REV'}"
-    retry = "migrate apply" if upgrade else "migrate rollback"
-    return (
-        f"Step {node} ({'upgrade' if upgrade else 'downgrade'}) was running on {service}'s database, which has "
-        f"no transactional DDL: it may have left part of its statements behind ({listed}). `{retry}` will "
-        f"retry it and may fail on what remains. Repair: finish or undo those statements by hand; if you finished the "
-        f"{'revision' if upgrade else 'downgrade'}, record it with `migrate stamp --env {env} {stamp_to}` "
-        "before continuing."
-    )
-
-
 # -- plan ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StepSQL:
-    step_id: str
-    sql: str | None
-    error: str | None
-    dialect: str | None = None  # the dialect it was rendered for; None for a copy step
-    revision: bool = True  # False: a copy step, which has no SQL text to render
-
-    @property
-    def unrendered(self) -> bool:
-        """A revision step that offline mode could not render."""
-        return self.revision and self.error is not None
-
-
 @dataclass(frozen=True)
 class PlanResult:
     plan: Plan
@@ -378,12 +246,11 @@ def make_plan(
 def estimate_copies(project: Project, plan: Plan) -> tuple[tuple[str, int | None], ...]:
     """Roughly how many rows each copy step of the plan will move (None: not known yet,
     e.g. the source table is created by an earlier step). Creates nothing."""
-    from orchestrator.core.model import CopyStep
 
     copies = [s for s in plan.steps if isinstance(s, CopyStep)]
     if not copies:
         return ()
-    from orchestrator.runtime.copy import estimate_rows
+    from orchestrator.copy import estimate_rows
     from orchestrator.runtime.engines import create_engine, sqlite_path
 
     out: list[tuple[str, int | None]] = []
@@ -401,40 +268,6 @@ def estimate_copies(project: Project, plan: Plan) -> tuple[tuple[str, int | None
         finally:
             engine.dispose()
     return tuple(out)
-
-
-def render_sql(project: Project, plan: Plan) -> tuple[StepSQL, ...]:
-    from orchestrator.runtime.alembic_runner import render_offline
-
-    out = []
-    for step in plan.steps:
-        if isinstance(step, UpgradeStep):
-            down = (
-                ()
-                if step.down_revision is None
-                else (step.down_revision,)
-                if isinstance(step.down_revision, str)
-                else step.down_revision
-            )
-            spec = project.graph.services[step.service].spec
-            url = project.url(plan.env, step.service)
-            r = render_offline(spec, url, step.revision, down)
-            out.append(_step_sql(step.id, r, url))
-        elif step.kind == "downgrade":
-            spec = project.graph.services[step.service].spec  # type: ignore[union-attr]
-            url = project.url(plan.env, step.service)  # type: ignore[union-attr]
-            r = render_offline(spec, url, step.revision, (), upgrade=False)  # type: ignore[union-attr]
-            out.append(_step_sql(step.id, r, url))
-        else:
-            out.append(StepSQL(step.id, None, "a data copy (rows are streamed, not SQL text)", revision=False))
-    return tuple(out)
-
-
-def _step_sql(step_id: str, rendered: RenderedStep, url: str) -> StepSQL:
-    from orchestrator.runtime.engines import dialect_of
-
-    error = None if rendered.error is None else f"cannot be rendered offline: {rendered.error}"
-    return StepSQL(step_id, rendered.sql, error, rendered.dialect or dialect_of(url))
 
 
 def sql_dialects(sql: Sequence[StepSQL]) -> dict[str, list[str]]:
@@ -542,23 +375,6 @@ def _write_requires(path: Path, requires: tuple[str, ...]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-__all__ = [
-    "GraphResult",
-    "MigrateError",
-    "PlanResult",
-    "Project",
-    "ServiceInfo",
-    "StatusResult",
-    "graph",
-    "list_services",
-    "make_plan",
-    "new_revision",
-    "observe",
-    "open_project",
-    "status",
-]
-
-
 # -- check --------------------------------------------------------------------------------
 
 
@@ -661,6 +477,7 @@ def _check(
     from orchestrator.core.manifest import load_manifest
     from orchestrator.core.revisions import RevisionCache, load_services
     from orchestrator.core.workspace import cache_folder
+    from orchestrator.run.planfiles import plan_file_outcome
 
     environ = dict(os.environ if environ is None else environ)
     base = str(Path(cwd or os.getcwd()).resolve())
@@ -693,24 +510,12 @@ def _check(
         state = observe(project, name)
         applied = frozenset(fleet.applied_nodes(state.as_dict()))
         pending = [s.id for s in plan_upgrade(fleet, state, name).steps]
-    plan_outcome, plan_steps = (None, None) if plan_file is None else _check_plan_file(project, plan_file, name, state)
+    plan_outcome, plan_steps = (None, None) if plan_file is None else plan_file_outcome(project, plan_file, name, state)
     extra: list[RuleOutcome] = []
     where = None
     if roundtrip:
-        from orchestrator.runtime.roundtrip import roundtrip as run_roundtrip
-        from orchestrator.runtime.roundtrip import roundtrip_in_env
-        from orchestrator.runtime.scratch import describe, scratch_databases
-
-        if name is not None and scratch_url is None:
-            where = f"the databases of env '{name}' (scratch)"
-            urls = {s: project.url(name, s) for s in fleet.services}
-            extra.append(
-                roundtrip_in_env(fleet, name, urls, pending or [], applied=applied or (), sources=sources, hook=hook)
-            )
-        else:
-            where = describe(scratch_url)
-            with scratch_databases(list(fleet.services), scratch_url) as urls:
-                extra.append(run_roundtrip(fleet, urls, fleet.order(), sources=sources, where=where, hook=hook))
+        where, outcome = _roundtrip(project, name, scratch_url, pending or [], applied or frozenset(), sources, hook)
+        extra.append(outcome)
     return checks.evaluate(
         fleet,
         sources=sources,
@@ -727,54 +532,68 @@ def _check(
     )
 
 
-def _check_plan_file(
-    project: Project, path: str, env: str | None, state: ObservedState | None
-) -> tuple[RuleOutcome, list[str] | None]:
-    """The plan-file rule: still valid against the files (and, given an environment and its
-    observed ``state``, against its databases)."""
-    from orchestrator.core.checks import RuleOutcome, finding
-    from orchestrator.core.checks.findings import relative
-    from orchestrator.core.plancheck import plan_step_problems
-    from orchestrator.errors import PlanConflictError
-    from orchestrator.executor import _check_state, _load_plan_file
+def _roundtrip(
+    project: Project,
+    name: str | None,
+    scratch_url: str | None,
+    pending: list[str],
+    applied: frozenset[str],
+    sources: SourceIndex,
+    hook: Callable[[str, str], None] | None,
+) -> tuple[str, RuleOutcome]:
+    """The round trip of ``check --roundtrip``: where it ran, and its outcome."""
+    from orchestrator.runtime.roundtrip import roundtrip as run_roundtrip
+    from orchestrator.runtime.roundtrip import roundtrip_in_env
+    from orchestrator.runtime.scratch import describe, scratch_databases
 
-    file = Path(path)
-    if not file.is_file() and not file.is_absolute():
-        candidate = Path(project.manifest.plans_dir) / path
-        file = candidate if candidate.is_file() else file
-    file = file.absolute()
-    target = env
-    if target is None:
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-            target = str(data.get("env", "")) if isinstance(data, dict) else ""
-        except (OSError, ValueError):
-            target = ""
-    root = project.manifest.root
-    subject = relative(str(file), root) or str(file)
-    try:
-        plan = _load_plan_file(project, target, path, check_steps=False)
-    except PlanConflictError as exc:
-        f = finding("MG501", None, exc.message, exc.hint, file=str(file), root=root)
-        return RuleOutcome("plan-file", (subject,), (f,)), None
-    # Steps the graph does not allow (an edited plan); with an env, a cross-service
-    # requirement applied too late is MG403's to report.
-    problems = [
-        p
-        for p in plan_step_problems(project.graph, plan, str(file))
-        if state is None or p.needs not in project.graph.cross_requires.get(p.node, ())
-    ]
-    if problems:
-        hint = "the plan file was edited; make a new one with `migrate plan --out` and review that"
-        f = finding("MG501", problems[0].node, problems[0].message, hint, file=str(file), root=root)
-        return RuleOutcome("plan-file", (subject,), (f,)), None
-    if state is not None:
-        try:
-            _check_state(plan, state, str(file))
-        except PlanConflictError as exc:
-            f = finding("MG502", None, exc.message, exc.hint, file=str(file), root=root)
-            return RuleOutcome("plan-file", (subject,), (f,)), [s.id for s in plan.steps]
-    return RuleOutcome("plan-file", (subject,)), [s.id for s in plan.steps]
+    fleet = project.graph
+    if name is not None and scratch_url is None:
+        urls = {s: project.url(name, s) for s in fleet.services}
+        outcome = roundtrip_in_env(fleet, name, urls, pending, applied=applied, sources=sources, hook=hook)
+        return f"the databases of env '{name}' (scratch)", outcome
+    where = describe(scratch_url)
+    with scratch_databases(list(fleet.services), scratch_url) as urls:
+        return where, run_roundtrip(fleet, urls, fleet.order(), sources=sources, where=where, hook=hook)
 
 
-__all__ += ["check"]
+__all__ = [
+    "CheckResult",
+    "CopyStep",
+    "DowngradeStep",
+    "Finding",
+    "GraphResult",
+    "Level",
+    "MigrateError",
+    "NewRevisionResult",
+    "PlanResult",
+    "Project",
+    "RevertCopyStep",
+    "RevertNote",
+    "RuleOutcome",
+    "RunResult",
+    "ServiceInfo",
+    "StampResult",
+    "StatusResult",
+    "StepOutcome",
+    "StepSQL",
+    "UnlockResult",
+    "UpgradeStep",
+    "apply",
+    "check",
+    "github_annotations",
+    "graph",
+    "history",
+    "junit_xml",
+    "list_services",
+    "make_plan",
+    "new_revision",
+    "now_iso",
+    "observe",
+    "open_project",
+    "redact_text",
+    "render_sql",
+    "rollback",
+    "stamp",
+    "status",
+    "unlock",
+]

@@ -100,11 +100,3 @@ class ConfirmationNeededError(MigrateError):
     def __init__(self, message: str, hint: str | None = None, *, env: str):
         super().__init__(message, hint)
         self.env = env
-
-
-class StepFailedError(MigrateError):
-    exit_code = EXIT_STEP_FAILED
-
-
-class NeedsAttentionError(MigrateError):
-    exit_code = EXIT_NEEDS_ATTENTION

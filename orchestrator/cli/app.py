@@ -2,77 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from orchestrator import api
-from orchestrator.cli import render
+from orchestrator.cli import check_cmd, render
+from orchestrator.cli.common import STATE, EnvOpt, JsonOpt, app, handles_errors, project, shown_path
 from orchestrator.cli.console import err, out, print_json, print_raw
-from orchestrator.core.redact import redact_text
-from orchestrator.errors import ConfirmationNeededError, MigrateError
-
-app = typer.Typer(
-    name="migrate",
-    help="Plan, apply, verify and roll back migrations across many services' Alembic trees.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class _State:
-    config: str | None = None
-
-
-STATE = _State()
-
-EnvOpt = Annotated[str | None, typer.Option("--env", "-e", help="Environment (default: the manifest's default_env).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output on stdout (and nothing else).")]
-
-
-def fail(exc: MigrateError, as_json: bool) -> typer.Exit:
-    if as_json:
-        data = exc.to_dict()
-        data.update({k: redact_text(str(data[k])) for k in ("error", "hint") if k in data})
-        print_json(data)
-    else:
-        # the message is text, not markup: "[envs]" or "[tool.migrate]" must print as written
-        err.print(f"[bold red]error:[/] {escape(redact_text(exc.message))}", markup=True, highlight=False)
-        if exc.hint:
-            err.print(f"[dim]hint:[/] {escape(redact_text(exc.hint))}", highlight=False)
-    return typer.Exit(exc.exit_code)
-
-
-def handles_errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kw: Any) -> Any:
-        try:
-            return fn(*args, **kw)
-        except MigrateError as exc:
-            raise fail(exc, bool(kw.get("as_json") or kw.get("fmt") == "json")) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _shown(path: str) -> str:
-    """A path relative to the working directory when it is below it."""
-    import os
-
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
-
-
-def project() -> api.Project:
-    return api.open_project(STATE.config)
+from orchestrator.errors import ConfirmationNeededError
 
 
 @app.callback()
@@ -164,7 +105,7 @@ def plan(
         else:
             out.print(f"Nothing to do: env {result.plan.env} is at every head.")
     if result.out_path and not as_json:
-        err.print(f"plan written to {_shown(result.out_path)}", highlight=False)
+        err.print(f"plan written to {shown_path(result.out_path)}", highlight=False)
 
 
 @app.command()
@@ -256,12 +197,11 @@ def apply(
     as_json: JsonOpt = False,
 ) -> None:
     """Apply the pending steps (computed now, or a saved plan file)."""
-    from orchestrator import executor
     from orchestrator.cli.progress import ProgressObserver
 
     proj = project()
     confirmed = dry_run or _confirm(proj, env, yes)
-    result = executor.apply(
+    result = api.apply(
         proj,
         env,
         plan_file,
@@ -292,12 +232,11 @@ def rollback(
     as_json: JsonOpt = False,
 ) -> None:
     """Undo a run, or take a service back to a revision (dependents in other services first)."""
-    from orchestrator import executor
     from orchestrator.cli.progress import ProgressObserver
 
     proj = project()
     confirmed = dry_run or _confirm(proj, env, yes)
-    result = executor.rollback(
+    result = api.rollback(
         proj, env, run_id=run, to=to, dry_run=dry_run, confirmed=confirmed, wait=wait, observer=ProgressObserver()
     )
     _render_run(result, as_json)
@@ -314,15 +253,14 @@ def unlock(
     as_json: JsonOpt = False,
 ) -> None:
     """Release an environment's lock whose holder is gone (--force: even one that may be alive)."""
-    from orchestrator import executor
 
     proj = project()
     try:
-        result = executor.unlock(proj, env, yes, force=force)
+        result = api.unlock(proj, env, yes, force=force)
     except ConfirmationNeededError as exc:
-        if not _typed_name(exc.env, escape(redact_text(exc.message))):
+        if not _typed_name(exc.env, escape(api.redact_text(exc.message))):
             raise
-        result = executor.unlock(proj, env, True, force=force)
+        result = api.unlock(proj, env, True, force=force)
     released = result.released
     if as_json:
         print_json(result.to_json())
@@ -349,10 +287,9 @@ def stamp(
     as_json: JsonOpt = False,
 ) -> None:
     """Record that a database is at a revision without running anything (after a repair by hand)."""
-    from orchestrator import executor
 
     proj = project()
-    result = executor.stamp(proj, env, ref, confirmed=_confirm(proj, env, yes), wait=wait)
+    result = api.stamp(proj, env, ref, confirmed=_confirm(proj, env, yes), wait=wait)
     if as_json:
         print_json(result.to_json())
     else:
@@ -370,9 +307,8 @@ def history(
     as_json: JsonOpt = False,
 ) -> None:
     """The runs in the journal, with their steps and outcomes."""
-    from orchestrator import executor
 
-    runs = executor.history(project(), env, limit)
+    runs = api.history(project(), env, limit)
     if as_json:
         print_json({"runs": runs})
     else:
@@ -387,7 +323,7 @@ def main() -> None:
         sys.exit(130)
 
 
-from orchestrator.cli import check_cmd as _check_cmd  # noqa: E402,F401  (registers `check`)
+app.command("check")(check_cmd.check)  # registered last: `migrate --help` lists it last
 
 if __name__ == "__main__":
     main()

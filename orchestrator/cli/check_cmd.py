@@ -12,10 +12,9 @@ from rich.console import Group
 from rich.text import Text
 
 from orchestrator import api
-from orchestrator.cli.app import STATE, app, handles_errors
+from orchestrator.api import CheckResult, Finding, Level, github_annotations, junit_xml
+from orchestrator.cli.common import STATE, handles_errors
 from orchestrator.cli.console import err, out, print_json, print_raw
-from orchestrator.core.checks import CheckResult, Finding, Level
-from orchestrator.core.checks.report import github_annotations, junit_xml
 
 
 class CheckFormat(StrEnum):
@@ -30,7 +29,6 @@ class FailOn(StrEnum):
     warning = "warning"
 
 
-@app.command("check")
 @handles_errors
 def check(
     env: Annotated[

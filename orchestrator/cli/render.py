@@ -10,8 +10,17 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from orchestrator.api import GraphResult, PlanResult, ServiceInfo, StatusResult, sql_dialects
-from orchestrator.core.model import CopyStep, DowngradeStep, RevertCopyStep, UpgradeStep
+from orchestrator.api import (
+    CopyStep,
+    DowngradeStep,
+    GraphResult,
+    PlanResult,
+    RevertCopyStep,
+    ServiceInfo,
+    StatusResult,
+    UpgradeStep,
+    sql_dialects,
+)
 
 
 def short(node: str, n: int = 12) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import api, executor
+from orchestrator import api
 from orchestrator.events import Event, StepFailed, StepFinished
 from tests.conftest import MakeDatabase
 from tests.executor.ledger_ws import build, chain, snapshot, snapshots
@@ -39,7 +39,7 @@ def test_apply_reaches_heads_and_second_apply_has_nothing_to_do(
     urls = {s: make_database(dialect) for s in ("users", "orders", "billing")}
     ws = _three_services(tmp_path, urls)
     events: list[Event] = []
-    result = executor.apply(_project(ws), observer=events.append)
+    result = api.apply(_project(ws), observer=events.append)
     assert result.exit_code == 0, result.message
     assert result.outcome == "succeeded"
     for svc, url in urls.items():
@@ -50,7 +50,7 @@ def test_apply_reaches_heads_and_second_apply_has_nothing_to_do(
     order = [e.node for e in events if isinstance(e, StepFinished)]
     assert order.index("users@user00000003") < order.index("orders@orde00000002")
     assert order.index("orders@orde00000002") < order.index("billing@bill00000001")
-    again = executor.apply(_project(ws))
+    again = api.apply(_project(ws))
     assert again.exit_code == 0 and again.outcome == "nothing_to_do"
     assert "up to date" in again.message
 
@@ -62,7 +62,7 @@ def test_apply_mixed_postgresql_and_mariadb(make_database: MakeDatabase, tmp_pat
         "billing": make_database("postgresql"),
     }
     ws = _three_services(tmp_path, urls)
-    result = executor.apply(_project(ws), jobs=1)
+    result = api.apply(_project(ws), jobs=1)
     assert result.exit_code == 0, result.message
     for svc, url in urls.items():
         assert snapshot(url).versions == (ws.revisions[svc][-1],)
@@ -75,14 +75,14 @@ def test_failure_rolls_back_everything_this_run_applied(
     urls = {s: make_database(dialect) for s in ("users", "orders", "billing")}
     ws = _three_services(tmp_path, urls)
     # A previous release applied the first revision of each service.
-    assert executor.apply(_project(ws), targets=["users@user00000001", "orders@orde00000001"]).exit_code == 0
+    assert api.apply(_project(ws), targets=["users@user00000001", "orders@orde00000001"]).exit_code == 0
     before = snapshots(ws)
     failing = {"first": "user00000002", "middle": "orde00000003", "last": "bill00000003"}[position]
     # MariaDB has no transactional DDL: a revision failing half-way leaves its DDL behind
     # (covered in its own test); here the revision fails before it changed anything.
     monkeypatch.setenv("MIGRATE_TEST_FAIL_EARLY" if dialect == "mysql" else "MIGRATE_TEST_FAIL", failing)
     events: list[Event] = []
-    result = executor.apply(_project(ws), observer=events.append)
+    result = api.apply(_project(ws), observer=events.append)
     assert result.exit_code == 1
     assert result.outcome == "rolled_back"
     failed = [e for e in events if isinstance(e, StepFailed)]
@@ -92,7 +92,7 @@ def test_failure_rolls_back_everything_this_run_applied(
     rows = {s.node: s.status for s in result.steps}
     assert rows[next(n for n in rows if n.endswith(failing))] == "failed"
     assert all(status in ("undone", "failed", "pending") for status in rows.values())
-    history = executor.history(_project(ws), None)
+    history = api.history(_project(ws), None)
     assert history[0]["outcome"] == "rolled_back"
 
 
@@ -100,7 +100,7 @@ def test_no_rollback_keeps_what_succeeded(make_database: MakeDatabase, tmp_path:
     urls = {s: make_database("sqlite") for s in ("users", "orders", "billing")}
     ws = _three_services(tmp_path, urls)
     monkeypatch.setenv("MIGRATE_TEST_FAIL", "orde00000003")
-    result = executor.apply(_project(ws), no_rollback=True)
+    result = api.apply(_project(ws), no_rollback=True)
     assert result.exit_code == 1 and result.outcome == "failed"
     state = snapshots(ws)
     assert state["users"].versions == ("user00000003",)
@@ -108,7 +108,7 @@ def test_no_rollback_keeps_what_succeeded(make_database: MakeDatabase, tmp_path:
     assert "t_orde00000003" not in {t for t, _, _ in state["orders"].tables}
     assert state["billing"].versions == ("bill00000003",) or state["billing"].versions == ()
     monkeypatch.delenv("MIGRATE_TEST_FAIL")
-    resumed = executor.apply(_project(ws))
+    resumed = api.apply(_project(ws))
     assert resumed.exit_code == 0
     assert snapshot(urls["orders"]).ledger == tuple(ws.revisions["orders"])
 
@@ -120,7 +120,7 @@ def test_failing_undo_exits_4_and_says_where_each_database_is(
     ws = _three_services(tmp_path, urls)
     monkeypatch.setenv("MIGRATE_TEST_FAIL_EARLY" if dialect == "mysql" else "MIGRATE_TEST_FAIL", "bill00000002")
     monkeypatch.setenv("MIGRATE_TEST_FAIL_DOWN", "orde00000002")
-    result = executor.apply(_project(ws))
+    result = api.apply(_project(ws))
     assert result.exit_code == 4
     assert result.outcome == "needs_attention"
     # The order is u1 u2 u3 o1 o2 b1 b2(fails): b1 was undone, then undoing o2 failed.
@@ -129,7 +129,7 @@ def test_failing_undo_exits_4_and_says_where_each_database_is(
     assert "orders is at orde00000002" in result.message
     assert "billing is at base" in result.message
     assert "users is at user00000003" in result.message
-    run = executor.history(_project(ws), None)[0]
+    run = api.history(_project(ws), None)[0]
     assert run["outcome"] == "needs_attention"
     statuses = {s["node"]: s["status"] for s in run["steps"]}
     assert statuses["orders@orde00000002"] == "undo_failed"
@@ -144,7 +144,7 @@ def test_mariadb_half_failed_revision_reports_what_may_remain(
     ws = build(tmp_path / "ws", {"users": chain("users", 2)}, urls)
     monkeypatch.setenv("MIGRATE_TEST_FAIL", "user00000002")
     events: list[Event] = []
-    result = executor.apply(_project(ws), observer=events.append)
+    result = api.apply(_project(ws), observer=events.append)
     assert result.exit_code == 1
     failed = next(e for e in events if isinstance(e, StepFailed))
     assert any("CREATE TABLE t_user00000002" in s for s in failed.statements)
@@ -158,7 +158,7 @@ def test_jobs_run_services_in_parallel_and_reach_heads(dialect: str, make_databa
     urls = {s: make_database(dialect) for s in ("users", "orders", "billing")}
     ws = _three_services(tmp_path, urls)
     events: list[Event] = []
-    result = executor.apply(_project(ws), jobs=3, observer=events.append)
+    result = api.apply(_project(ws), jobs=3, observer=events.append)
     assert result.exit_code == 0, result.message
     for svc, url in urls.items():
         assert snapshot(url).ledger == tuple(ws.revisions[svc])
@@ -174,6 +174,6 @@ def test_parallel_failure_compensates_in_reverse_completion_order(
     ws = _three_services(tmp_path, urls)
     before = snapshots(ws)
     monkeypatch.setenv("MIGRATE_TEST_FAIL", "bill00000002")
-    result = executor.apply(_project(ws), jobs=2)
+    result = api.apply(_project(ws), jobs=2)
     assert result.exit_code == 1 and result.outcome == "rolled_back"
     assert snapshots(ws) == before

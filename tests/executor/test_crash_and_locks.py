@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import api, executor
+from orchestrator import api
 from orchestrator.runtime.journal import open_journal
 from tests.conftest import MakeDatabase
 from tests.executor.ledger_ws import build, chain, snapshot
@@ -106,14 +106,14 @@ def test_sigkill_at_seeded_points_then_apply_converges(dialect_name: str, make_d
             # transactional DDL: nothing of a revision can be left half-done; apply continues it
             assert info["interrupted_run"]["continue_with"] == "migrate apply --env test"
             assert "may have left" not in info["interrupted_run"]["message"]
-        resumed = executor.apply(project)
+        resumed = api.apply(project)
         assert resumed.exit_code == 0, f"kill point {point} ({delay:.2f}s): {resumed.message}"
         assert resumed.outcome in ("succeeded", "nothing_to_do")
         for svc, url in urls.items():
             state = snapshot(url)
             assert state.versions == (ws.revisions[svc][-1],), f"kill point {point}: {svc}"
             assert state.ledger == tuple(sorted(ws.revisions[svc])), f"kill point {point}: {svc} ran twice or not"
-        history = executor.history(project, None)
+        history = api.history(project, None)
         if info["interrupted_run"] is not None:
             killed = next(r for r in history if r["id"] == info["interrupted_run"]["id"])
             assert killed["outcome"] == "interrupted"
@@ -181,7 +181,7 @@ def test_a_lock_whose_process_is_gone_is_taken_over(make_database: MakeDatabase,
     _plant_lock(ws, dead.pid, time.time() + 3600)
     status = _run(ws, "status", "--json")
     assert "gone" in json.loads(status.stdout)["lock"]["liveness"]
-    result = executor.apply(api.open_project(str(ws.manifest)))
+    result = api.apply(api.open_project(str(ws.manifest)))
     assert result.exit_code == 0, result.message
     assert result.took_over == {"run_id": "old-run", "holder": f"someone pid {dead.pid}"}
 

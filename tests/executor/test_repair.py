@@ -15,7 +15,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from orchestrator import api, executor
+from orchestrator import api
 from tests.conftest import MakeDatabase
 from tests.helpers import MIGRATE, make_workspace, rev, run_cli, tables, version_rows
 
@@ -180,7 +180,7 @@ def test_mariadb_apply_killed_inside_a_revision_status_says_the_truth_and_repair
     _execute(url, "ALTER TABLE users_a1 DROP COLUMN email")
     stamped = run_cli(["stamp", "users@a1", "--json"], cwd=root)  # already there: changes nothing
     assert stamped.exit_code == 0 and stamped.json()["outcome"] == "nothing_to_do"
-    applied = executor.apply(api.open_project(cwd=str(root)))
+    applied = api.apply(api.open_project(cwd=str(root)))
     assert applied.exit_code == 0, applied.message
     assert version_rows(url) == ["a3"]
     assert {"email", "phone"} <= _columns(url, "users_a1")
@@ -198,7 +198,7 @@ def test_killed_rollback_is_reported_as_a_rollback_that_rollback_continues(tmp_p
     slow_down = SLOW_DOWNGRADE
     root = make_workspace(tmp_path, {"users": [rev("a1"), rev("a2", "a1", downgrade_body=slow_down), rev("a3", "a2")]})
     url = f"sqlite:///{root}/.migrate/dev/users.db"
-    applied = executor.apply(api.open_project(cwd=str(root)))
+    applied = api.apply(api.open_project(cwd=str(root)))
     assert applied.exit_code == 0, applied.message
     _kill(
         root,

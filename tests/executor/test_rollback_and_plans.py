@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import api, executor
+from orchestrator import api
 from orchestrator.errors import MigrateError, PlanConflictError
 from tests.conftest import MakeDatabase
 from tests.executor.ledger_ws import Rev, build, chain, rev_ids, snapshot, snapshots
@@ -54,26 +54,26 @@ def run_cli(ws, *args: str, env: dict[str, str] | None = None, stdin: str | None
 def test_rollback_undoes_the_last_run(dialect: str, make_database: MakeDatabase, tmp_path: Path):
     urls = {s: make_database(dialect) for s in ("users", "orders", "billing")}
     ws = _ws(tmp_path, urls)
-    assert executor.apply(_project(ws), targets=["users@user00000001"]).exit_code == 0
+    assert api.apply(_project(ws), targets=["users@user00000001"]).exit_code == 0
     first = snapshots(ws)
-    applied = executor.apply(_project(ws))
+    applied = api.apply(_project(ws))
     assert applied.exit_code == 0
-    result = executor.rollback(_project(ws))
+    result = api.rollback(_project(ws))
     assert result.exit_code == 0, result.message
     assert snapshots(ws) == first
-    runs = executor.history(_project(ws), None)
+    runs = api.history(_project(ws), None)
     assert runs[0]["kind"] == "rollback" and runs[0]["undoes_run"] == applied.run_id
     assert runs[1]["id"] == applied.run_id and runs[1]["undone_by"] == runs[0]["id"]
     # The next rollback undoes the run before it.
-    assert executor.rollback(_project(ws)).exit_code == 0
+    assert api.rollback(_project(ws)).exit_code == 0
     assert snapshot(urls["users"]).versions == ()
 
 
 def test_rollback_to_takes_back_dependents_in_other_services_first(make_database: MakeDatabase, tmp_path: Path):
     urls = {s: make_database("sqlite") for s in ("users", "orders", "billing")}
     ws = _ws(tmp_path, urls)
-    assert executor.apply(_project(ws)).exit_code == 0
-    dry = executor.rollback(_project(ws), to="users@user00000001", dry_run=True)
+    assert api.apply(_project(ws)).exit_code == 0
+    dry = api.rollback(_project(ws), to="users@user00000001", dry_run=True)
     # The reverse of the forward order u2, o2, b1, u3: every dependent before what it needs.
     assert [s.id for s in dry.plan.steps] == [
         "users@user00000003",
@@ -83,7 +83,7 @@ def test_rollback_to_takes_back_dependents_in_other_services_first(make_database
     ]
     assert all(s.kind == "downgrade" for s in dry.plan.steps)
     assert snapshot(urls["billing"]).versions == ("bill00000001",)  # a dry run changes nothing
-    result = executor.rollback(_project(ws), to="users@user00000001")
+    result = api.rollback(_project(ws), to="users@user00000001")
     assert result.exit_code == 0, result.message
     state = snapshots(ws)
     assert state["users"].versions == ("user00000001",)
@@ -99,10 +99,10 @@ def test_rollback_refuses_an_irreversible_revision_before_changing_anything(
     ids = rev_ids("users", 3)
     services = {"users": [Rev(ids[0]), Rev(ids[1], irreversible=True), Rev(ids[2])]}
     ws = build(tmp_path / "ws", services, urls)
-    assert executor.apply(_project(ws)).exit_code == 0
+    assert api.apply(_project(ws)).exit_code == 0
     before = snapshots(ws)
     with pytest.raises(MigrateError) as err:
-        executor.rollback(_project(ws), to="users@base")
+        api.rollback(_project(ws), to="users@base")
     assert err.value.exit_code == 2
     assert "\n  users@user00000002: marked irreversible = True" in err.value.message
     assert snapshots(ws) == before
@@ -134,7 +134,7 @@ def test_plan_file_applies_and_refuses_when_stale_tampered_or_for_another_env(
     other = dict(data, env="prod")
     (tmp_path / "other.json").write_text(json.dumps(other))
     with pytest.raises(PlanConflictError):
-        executor.apply(project, plan_file=str(tmp_path / "other.json"))
+        api.apply(project, plan_file=str(tmp_path / "other.json"))
 
     # A migration file changed since planning.
     rev_file = ws.root / "orders" / "versions" / "orde00000002.py"
@@ -146,7 +146,7 @@ def test_plan_file_applies_and_refuses_when_stale_tampered_or_for_another_env(
     rev_file.write_text(original)
 
     # A database moved since planning.
-    assert executor.apply(_project(ws), targets=["users@user00000001"]).exit_code == 0
+    assert api.apply(_project(ws), targets=["users@user00000001"]).exit_code == 0
     proc = run_cli(ws, "apply", str(plan_path))
     assert proc.returncode == 3
     assert "users was at base and is now at ['user00000001']" in proc.stderr

@@ -155,7 +155,7 @@ class JournalCheckpointStore:
     def load(self) -> Any:
         """For a copy: where an earlier attempt stands (None: start afresh). For a revert: what
         the copy wrote, whichever run wrote it and whatever its step rows say (None: nothing)."""
-        from orchestrator.runtime.copy import CopyCheckpoint
+        from orchestrator.copy import CopyCheckpoint
 
         if self._own is not None:
             return self._own
@@ -201,7 +201,7 @@ class JournalCheckpointStore:
 
 
 def _run_copy(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -> UnitResult:
-    from orchestrator.runtime import copy as copying
+    import orchestrator.copy as copying
 
     assert unit.copy is not None
     spec = unit.copy
