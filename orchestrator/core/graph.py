@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from orchestrator.core.model import CopySpec, Manifest, Revision, Service, node_id
+from orchestrator.core.model import CopySpec, Manifest, NodeId, Revision, Service, node_id
 from orchestrator.errors import (
     AmbiguousReferenceError,
     CycleError,
@@ -62,16 +62,22 @@ class FleetGraph:
 
     # -- construction ---------------------------------------------------------------------
     def _build(self) -> None:
-        g = self
         for node, rev in self.revisions.items():
-            g.add_node(node)
+            self.add_node(node)
             self._sort_key[node] = (rev.service, rev.order, rev.revision)
         for node, rev in self.revisions.items():
             for down in rev.down_revisions:
-                g.add_edge(node_id(rev.service, down), node, kind="down_revision")
+                self.add_edge(node_id(rev.service, down), node, kind="down_revision")
             for dep in rev.depends_on:
                 dep_node = self.resolve(f"{rev.service}@{dep}", where=f"{rev.path} (depends_on)")
-                g.add_edge(dep_node, node, kind="depends_on")
+                self.add_edge(dep_node, node, kind="depends_on")
+        self._add_requires(self._collect_requires())
+        for copy in self.manifest.copies:
+            self._add_copy(copy)
+        self._check_acyclic()
+
+    def _collect_requires(self) -> dict[str, list[str]]:
+        """Every node's cross-service requirements, from its revision file and the manifest."""
         requires: dict[str, list[str]] = {}
         for node, rev in self.revisions.items():
             for ref in rev.requires:
@@ -83,6 +89,9 @@ class FleetGraph:
             for ref in req.needs:
                 needed = self.resolve(ref, where=where + " needs", allow_symbolic=False)
                 requires.setdefault(node, []).append(needed)
+        return requires
+
+    def _add_requires(self, requires: dict[str, list[str]]) -> None:
         for node, needed_list in requires.items():
             unique: list[str] = []
             for needed in needed_list:
@@ -90,21 +99,20 @@ class FleetGraph:
                     raise CycleError([node, node])
                 if needed not in unique:
                     unique.append(needed)
-                if not g.has_edge(needed, node):
-                    g.add_edge(needed, node, kind="requires")
-            self.cross_requires[node] = tuple(
-                sorted(n for n in unique if n.partition("@")[0] != node.partition("@")[0])
-            )
-        for copy in self.manifest.copies:
-            cnode = copy.node
-            g.add_node(cnode)
-            self._sort_key[cnode] = (copy.target, _COPY_ORDER, copy.name)
-            where = f"{self.manifest.path} [[copies]] '{copy.name}'"
-            for ref in copy.after:
-                g.add_edge(self.resolve(ref, where=where + " after", allow_symbolic=False), cnode, kind="after")
-            for ref in copy.before:
-                g.add_edge(cnode, self.resolve(ref, where=where + " before", allow_symbolic=False), kind="before")
-        self._check_acyclic()
+                if not self.has_edge(needed, node):
+                    self.add_edge(needed, node, kind="requires")
+            service = NodeId.parse(node).service
+            self.cross_requires[node] = tuple(sorted(n for n in unique if NodeId.parse(n).service != service))
+
+    def _add_copy(self, copy: CopySpec) -> None:
+        cnode = copy.node
+        self.add_node(cnode)
+        self._sort_key[cnode] = (copy.target, _COPY_ORDER, copy.name)
+        where = f"{self.manifest.path} [[copies]] '{copy.name}'"
+        for ref in copy.after:
+            self.add_edge(self.resolve(ref, where=where + " after", allow_symbolic=False), cnode, kind="after")
+        for ref in copy.before:
+            self.add_edge(cnode, self.resolve(ref, where=where + " before", allow_symbolic=False), kind="before")
 
     def add_node(self, node: str) -> None:
         self._succ.setdefault(node, {})
@@ -143,12 +151,13 @@ class FleetGraph:
     def resolve(self, ref: str, where: str, allow_symbolic: bool = True) -> str:
         """Resolve ``service@rev`` (full id, unique prefix, branch label; ``head`` when
         ``allow_symbolic``) or ``copy:name`` to a node id."""
-        if ref.startswith("copy:"):
+        parsed = NodeId.parse(ref)
+        if parsed.is_copy:
             if ref in self.copies:
                 return ref
             raise UnknownReferenceError(ref, where, _close(ref, list(self.copies)))
-        service, sep, rev = ref.partition("@")
-        if not sep or not service or not rev:
+        service, rev = parsed.service, parsed.revision
+        if not service or not rev:
             raise GraphError(
                 f"{where}: '{ref}' is not a node reference",
                 "write service@revision, e.g. users@3a9c0d1e2f4b (a unique prefix is enough)",
@@ -181,11 +190,11 @@ class FleetGraph:
         if ref.endswith("@heads"):
             raise GraphError(
                 f"{where}: '{ref}' names every head ({', '.join(heads)}); one revision is needed here",
-                f"name one of them, e.g. {node_id(ref.partition('@')[0], heads[0])}",
+                f"name one of them, e.g. {node_id(NodeId.parse(ref).service, heads[0])}",
             )
+        service = NodeId.parse(ref).service
         if len(heads) == 1:
-            return node_id(ref.partition("@")[0], heads[0])
-        service = ref.partition("@")[0]
+            return node_id(service, heads[0])
         spread = self.branch_labels(service)
         labels = sorted({label for h in heads for label in spread[h]})
         single = [label for label in labels if sum(label in spread[h] for h in heads) == 1]
@@ -199,7 +208,8 @@ class FleetGraph:
 
     def symbolic_heads(self, ref: str, where: str) -> tuple[str, ...]:
         """The heads ``service@head(s)`` or ``service@label@head(s)`` stands for (revision ids)."""
-        service, _, rev = ref.partition("@")
+        parsed = NodeId.parse(ref)
+        service, rev = parsed.service, parsed.revision
         label, sep, word = rev.rpartition("@")
         if word not in ("head", "heads") or (sep and not label):
             raise GraphError(

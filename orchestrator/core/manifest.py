@@ -169,152 +169,192 @@ def _closest(name: str, options: set[str] | list[str]) -> str | None:
 
 
 def parse_manifest(data: dict[str, Any], *, file: str, root: str, prefix: str = "") -> Manifest:
+    """Validate a manifest's tables section by section, in the order their errors are reported."""
     r = _Reader(file, prefix)
     r.unknown(data, _TOP_KEYS, "")
+    services = _parse_services(r, data, root)
+    names = {s.name for s in services}
+    envs = _parse_envs(r, data, names)
+    default_env = r.string(data, "default_env", "")
+    if default_env is not None and default_env not in {e.name for e in envs}:
+        raise r.fail("default_env", f"names environment '{default_env}', which is not defined under [envs]")
+    copies = _parse_copies(r, data, names)
+    requires = _parse_requires(r, data)
+    plans_dir = r.string(data, "plans_dir", "") or "plans"
+    return Manifest(
+        path=file,
+        root=root,
+        services=services,
+        envs=envs,
+        copies=copies,
+        requires=requires,
+        plans_dir=str(Path(root, plans_dir)),
+        default_env=default_env,
+    )
+
+
+def _parse_services(r: _Reader, data: dict[str, Any], root: str) -> tuple[ServiceSpec, ...]:
+    """``[services.NAME]``: at least one, in name order."""
     services_raw = r.table(data.get("services", {}), "services")
     if not services_raw:
         raise r.fail("services", "no services are registered", hint="add a [services.NAME] table with script_location")
-    services: list[ServiceSpec] = []
-    for name in sorted(services_raw):
-        key = f"services.{name}"
-        _check_name(r, key, name, "service")
-        table = r.table(services_raw[name], key)
-        r.unknown(table, _SERVICE_KEYS, key)
-        location = r.string(table, "script_location", key, required=True)
-        assert location is not None
-        path = Path(root, location).resolve()
-        if not path.is_dir():
-            raise r.fail(f"{key}.script_location", f"folder '{location}' does not exist (resolved to {path})")
-        if not (path / "versions").is_dir():
+    return tuple(_parse_service(r, name, services_raw[name], root) for name in sorted(services_raw))
+
+
+def _parse_service(r: _Reader, name: str, raw: Any, root: str) -> ServiceSpec:
+    key = f"services.{name}"
+    _check_name(r, key, name, "service")
+    table = r.table(raw, key)
+    r.unknown(table, _SERVICE_KEYS, key)
+    location = r.string(table, "script_location", key, required=True)
+    assert location is not None
+    path = Path(root, location).resolve()
+    if not path.is_dir():
+        raise r.fail(f"{key}.script_location", f"folder '{location}' does not exist (resolved to {path})")
+    if not (path / "versions").is_dir():
+        raise r.fail(
+            f"{key}.script_location",
+            f"'{location}' is not an Alembic script directory: it has no versions/ folder",
+        )
+    conv = r.table(table.get("naming_convention", {}), f"{key}.naming_convention")
+    for ck, cv in conv.items():
+        if not isinstance(cv, str):
+            raise r.fail(f"{key}.naming_convention.{ck}", f"expected a string, got {_kind(cv)}")
+    target_metadata = r.string(table, "target_metadata", key)
+    if target_metadata is not None and ":" not in target_metadata:
+        raise r.fail(f"{key}.target_metadata", "expected 'package.module:attribute'")
+    return ServiceSpec(
+        name=name,
+        script_location=str(path),
+        version_table=r.string(table, "version_table", key) or "alembic_version",
+        target_metadata=target_metadata,
+        naming_convention=tuple(sorted(conv.items())),
+        environ=_service_environ(r, table, key),
+    )
+
+
+def _unknown_service(r: _Reader, key: str, service: str, names: set[str]) -> ManifestError:
+    close = _closest(service, list(names))
+    return r.fail(key, f"unknown service '{service}'" + (f"; did you mean '{close}'?" if close else ""))
+
+
+def _parse_envs(r: _Reader, data: dict[str, Any], names: set[str]) -> tuple[EnvSpec, ...]:
+    """``[envs.NAME]``, in name order."""
+    return tuple(
+        _parse_env(r, env_name, env_raw, names)
+        for env_name, env_raw in sorted(r.table(data.get("envs", {}), "envs").items())
+    )
+
+
+def _parse_env(r: _Reader, env_name: str, env_raw: Any, names: set[str]) -> EnvSpec:
+    key = f"envs.{env_name}"
+    _check_name(r, key, env_name, "environment")
+    table = r.table(env_raw, key)
+    r.unknown(table, _ENV_KEYS, key)
+    urls = _env_urls(r, table, key, names)
+    url = r.string(table, "url", key)
+    if url is None:
+        missing = sorted(names - {s for s, _ in urls})
+        if missing:
             raise r.fail(
-                f"{key}.script_location",
-                f"'{location}' is not an Alembic script directory: it has no versions/ folder",
+                key,
+                f"no database URL for service(s) {', '.join(missing)}",
+                hint='set url = "...{service}..." or one entry per service under [' + key + ".urls]",
             )
-        convention = table.get("naming_convention", {})
-        conv = r.table(convention, f"{key}.naming_convention")
-        for ck, cv in conv.items():
-            if not isinstance(cv, str):
-                raise r.fail(f"{key}.naming_convention.{ck}", f"expected a string, got {_kind(cv)}")
-        target_metadata = r.string(table, "target_metadata", key)
-        if target_metadata is not None and ":" not in target_metadata:
-            raise r.fail(f"{key}.target_metadata", "expected 'package.module:attribute'")
-        services.append(
-            ServiceSpec(
-                name=name,
-                script_location=str(path),
-                version_table=r.string(table, "version_table", key) or "alembic_version",
-                target_metadata=target_metadata,
-                naming_convention=tuple(sorted(conv.items())),
-                environ=_service_environ(r, table, key),
-            )
-        )
-    names = {s.name for s in services}
+    protected, scratch = _env_flags(r, table, key)
+    for k, v in [(f"{key}.url", url), (f"{key}.state_url", table.get("state_url"))] + [
+        (f"{key}.urls.{s}", u) for s, u in urls
+    ]:
+        if isinstance(v, str):
+            _check_var_syntax(r, k, v)
+    return EnvSpec(
+        name=env_name,
+        url=url,
+        urls=urls,
+        state_url=r.string(table, "state_url", key),
+        protected=protected,
+        scratch=scratch,
+    )
 
-    envs: list[EnvSpec] = []
-    for env_name, env_raw in sorted(r.table(data.get("envs", {}), "envs").items()):
-        key = f"envs.{env_name}"
-        _check_name(r, key, env_name, "environment")
-        table = r.table(env_raw, key)
-        r.unknown(table, _ENV_KEYS, key)
-        urls_raw = r.table(table.get("urls", {}), f"{key}.urls")
-        urls: list[tuple[str, str]] = []
-        for svc, url in sorted(urls_raw.items()):
-            if svc not in names:
-                close = _closest(svc, list(names))
-                raise r.fail(
-                    f"{key}.urls.{svc}",
-                    f"unknown service '{svc}'" + (f"; did you mean '{close}'?" if close else ""),
-                )
-            if not isinstance(url, str) or not url:
-                raise r.fail(f"{key}.urls.{svc}", f"expected a URL string, got {_kind(url)}")
-            urls.append((svc, url))
-        url = r.string(table, "url", key)
-        if url is None:
-            missing = sorted(names - {s for s, _ in urls})
-            if missing:
-                raise r.fail(
-                    key,
-                    f"no database URL for service(s) {', '.join(missing)}",
-                    hint='set url = "...{service}..." or one entry per service under [' + key + ".urls]",
-                )
-        protected, scratch = _env_flags(r, table, key)
-        for k, v in [(f"{key}.url", url), (f"{key}.state_url", table.get("state_url"))] + [
-            (f"{key}.urls.{s}", u) for s, u in urls
-        ]:
-            if isinstance(v, str):
-                _check_var_syntax(r, k, v)
-        envs.append(
-            EnvSpec(
-                name=env_name,
-                url=url,
-                urls=tuple(urls),
-                state_url=r.string(table, "state_url", key),
-                protected=protected,
-                scratch=scratch,
-            )
-        )
-    env_names = {e.name for e in envs}
 
-    default_env = r.string(data, "default_env", "")
-    if default_env is not None and default_env not in env_names:
-        raise r.fail("default_env", f"names environment '{default_env}', which is not defined under [envs]")
+def _env_urls(r: _Reader, table: dict[str, Any], key: str, names: set[str]) -> tuple[tuple[str, str], ...]:
+    """``[envs.NAME.urls]``: one URL per known service, in service order."""
+    urls: list[tuple[str, str]] = []
+    for svc, url in sorted(r.table(table.get("urls", {}), f"{key}.urls").items()):
+        if svc not in names:
+            raise _unknown_service(r, f"{key}.urls.{svc}", svc, names)
+        if not isinstance(url, str) or not url:
+            raise r.fail(f"{key}.urls.{svc}", f"expected a URL string, got {_kind(url)}")
+        urls.append((svc, url))
+    return tuple(urls)
 
-    copies: list[CopySpec] = []
+
+def _parse_copies(r: _Reader, data: dict[str, Any], names: set[str]) -> tuple[CopySpec, ...]:
+    """``[[copies]]``: names unique, in file order."""
     copies_raw = data.get("copies", [])
     if not isinstance(copies_raw, list):
         raise r.fail("copies", "expected an array of tables ([[copies]])")
     seen: set[str] = set()
+    copies: list[CopySpec] = []
     for i, item in enumerate(copies_raw):
-        key = f"copies[{i}]"
-        table = r.table(item, key)
-        r.unknown(table, _COPY_KEYS, key)
-        cname = r.string(table, "name", key, required=True)
-        assert cname is not None
-        key = f"copies[{i}] ({cname})"
-        if cname in seen:
-            raise r.fail(f"{key}.name", f"duplicate copy name '{cname}'")
-        seen.add(cname)
-        source = r.string(table, "source", key, required=True)
-        target = r.string(table, "target", key, required=True)
-        for side, svc_name in (("source", source), ("target", target)):
-            if svc_name not in names:
-                close = _closest(str(svc_name), list(names))
-                raise r.fail(
-                    f"{key}.{side}",
-                    f"unknown service '{svc_name}'" + (f"; did you mean '{close}'?" if close else ""),
-                )
-        table_name = r.string(table, "table", key, required=True)
-        assert table_name is not None and source is not None and target is not None
-        batch = table.get("batch_size", 50_000)
-        if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 1_000_000:
-            raise r.fail(f"{key}.batch_size", "expected a whole number from 1 to 1000000")
-        rate = table.get("max_rows_per_second")
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0):
-            raise r.fail(f"{key}.max_rows_per_second", "expected a positive number")
-        pause = table.get("pause_seconds", 0.0)
-        if isinstance(pause, bool) or not isinstance(pause, int | float) or pause < 0:
-            raise r.fail(f"{key}.pause_seconds", "expected a number of seconds >= 0")
-        copies.append(
-            CopySpec(
-                name=cname,
-                source=source,
-                target=target,
-                table=table_name,
-                target_table=r.string(table, "target_table", key) or table_name,
-                columns=r.strings(table, "columns", key),
-                key=r.strings(table, "key", key),
-                after=r.strings(table, "after", key) or (),
-                before=r.strings(table, "before", key) or (),
-                batch_size=batch,
-                max_rows_per_second=float(rate) if rate is not None else None,
-                pause_seconds=float(pause),
-            )
-        )
+        copies.append(_parse_copy(r, i, item, names, seen))
+    return tuple(copies)
 
-    requires: list[RequireSpec] = []
+
+def _parse_copy(r: _Reader, i: int, item: Any, names: set[str], seen: set[str]) -> CopySpec:
+    key = f"copies[{i}]"
+    table = r.table(item, key)
+    r.unknown(table, _COPY_KEYS, key)
+    cname = r.string(table, "name", key, required=True)
+    assert cname is not None
+    key = f"copies[{i}] ({cname})"
+    if cname in seen:
+        raise r.fail(f"{key}.name", f"duplicate copy name '{cname}'")
+    seen.add(cname)
+    source = r.string(table, "source", key, required=True)
+    target = r.string(table, "target", key, required=True)
+    for side, svc_name in (("source", source), ("target", target)):
+        if svc_name not in names:
+            raise _unknown_service(r, f"{key}.{side}", str(svc_name), names)
+    table_name = r.string(table, "table", key, required=True)
+    assert table_name is not None and source is not None and target is not None
+    batch, rate, pause = _copy_pacing(r, table, key)
+    return CopySpec(
+        name=cname,
+        source=source,
+        target=target,
+        table=table_name,
+        target_table=r.string(table, "target_table", key) or table_name,
+        columns=r.strings(table, "columns", key),
+        key=r.strings(table, "key", key),
+        after=r.strings(table, "after", key) or (),
+        before=r.strings(table, "before", key) or (),
+        batch_size=batch,
+        max_rows_per_second=rate,
+        pause_seconds=pause,
+    )
+
+
+def _copy_pacing(r: _Reader, table: dict[str, Any], key: str) -> tuple[int, float | None, float]:
+    """``batch_size``, ``max_rows_per_second`` and ``pause_seconds`` of one copy."""
+    batch = table.get("batch_size", 50_000)
+    if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 1_000_000:
+        raise r.fail(f"{key}.batch_size", "expected a whole number from 1 to 1000000")
+    rate = table.get("max_rows_per_second")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0):
+        raise r.fail(f"{key}.max_rows_per_second", "expected a positive number")
+    pause = table.get("pause_seconds", 0.0)
+    if isinstance(pause, bool) or not isinstance(pause, int | float) or pause < 0:
+        raise r.fail(f"{key}.pause_seconds", "expected a number of seconds >= 0")
+    return batch, float(rate) if rate is not None else None, float(pause)
+
+
+def _parse_requires(r: _Reader, data: dict[str, Any]) -> tuple[RequireSpec, ...]:
+    """``[[requires]]``: a node and the nodes it needs, in file order."""
     req_raw = data.get("requires", [])
     if not isinstance(req_raw, list):
         raise r.fail("requires", "expected an array of tables ([[requires]])")
+    requires: list[RequireSpec] = []
     for i, item in enumerate(req_raw):
         key = f"requires[{i}]"
         table = r.table(item, key)
@@ -325,18 +365,7 @@ def parse_manifest(data: dict[str, Any], *, file: str, root: str, prefix: str = 
             raise r.fail(f"{key}.needs", "is required (a list of service@revision)")
         assert node is not None
         requires.append(RequireSpec(node=node, needs=needs))
-
-    plans_dir = r.string(data, "plans_dir", "") or "plans"
-    return Manifest(
-        path=file,
-        root=root,
-        services=tuple(services),
-        envs=tuple(envs),
-        copies=tuple(copies),
-        requires=tuple(requires),
-        plans_dir=str(Path(root, plans_dir)),
-        default_env=default_env,
-    )
+    return tuple(requires)
 
 
 def _env_flags(r: _Reader, table: dict[str, Any], key: str) -> tuple[bool, bool]:

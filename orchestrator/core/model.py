@@ -5,13 +5,66 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+COPY_PREFIX = "copy:"
+
+
+@dataclass(frozen=True)
+class NodeId:
+    """One node of the fleet graph: a revision of a service (``service@revision``) or a copy
+    step (``copy:name``). Text becomes a ``NodeId`` here and only here (``parse``), and
+    ``str()`` gives the text back. (A tenant, when one tree is applied to many databases, is
+    one more field.)
+
+    ``revision`` is everything after the first '@', so a symbolic reference such as
+    ``users@label@head`` parses too; an empty ``service`` or ``revision`` means the text was
+    not a node reference."""
+
+    service: str = ""
+    revision: str = ""
+    copy_name: str | None = None  # set (possibly "") for a copy node; then service and revision are ""
+
+    @classmethod
+    def parse(cls, text: str) -> NodeId:
+        if text.startswith(COPY_PREFIX):
+            return cls(copy_name=text[len(COPY_PREFIX) :])
+        service, _, revision = text.partition("@")
+        return cls(service, revision)
+
+    @classmethod
+    def copy(cls, name: str) -> NodeId:
+        return cls(copy_name=name)
+
+    @property
+    def is_copy(self) -> bool:
+        return self.copy_name is not None
+
+    def abbreviates(self, full: NodeId) -> bool:
+        """Whether this reference names the revision node ``full`` by a prefix of its id."""
+        return (
+            self.copy_name is None
+            and self.service == full.service
+            and bool(self.revision)
+            and full.revision.startswith(self.revision)
+        )
+
+    def __str__(self) -> str:
+        if self.copy_name is not None:
+            return COPY_PREFIX + self.copy_name
+        return f"{self.service}@{self.revision}"
+
 
 def node_id(service: str, revision: str) -> str:
+    """The text of the node of one revision (``str(NodeId(service, revision))``, on a hot path)."""
     return f"{service}@{revision}"
 
 
 def copy_node_id(name: str) -> str:
-    return f"copy:{name}"
+    return COPY_PREFIX + name
+
+
+def service_of(node: str) -> str:
+    """The service of a revision node's text ("" for a copy node)."""
+    return NodeId.parse(node).service
 
 
 @dataclass(frozen=True)
@@ -95,9 +148,6 @@ class Manifest:
                 return spec
         raise KeyError(name)
 
-    def service_names(self) -> tuple[str, ...]:
-        return tuple(sorted(s.name for s in self.services))
-
     def env(self, name: str) -> EnvSpec:
         for spec in self.envs:
             if spec.name == name:
@@ -126,14 +176,6 @@ class Revision:
     def node(self) -> str:
         return node_id(self.service, self.revision)
 
-    @property
-    def down_revision_json(self) -> str | list[str] | None:
-        if not self.down_revisions:
-            return None
-        if len(self.down_revisions) == 1:
-            return self.down_revisions[0]
-        return list(self.down_revisions)
-
 
 @dataclass(frozen=True)
 class Service:
@@ -150,7 +192,19 @@ class Service:
 
 # --- plans -------------------------------------------------------------------------------
 
-StepKind = Literal["upgrade", "downgrade", "copy", "revert_copy"]
+# The words the journal, the results and the events use. They are ``Literal`` strings, so a
+# value compares equal to (and serialises as) the plain string other modules still write.
+StepKind = Literal["upgrade", "downgrade", "copy", "revert_copy"]  # a plan's steps
+JournalStepKind = StepKind | Literal["stamp"]  # a journal row also records `migrate stamp`
+StepStatus = Literal["pending", "running", "applied", "failed", "undone", "undo_failed", "interrupted", "skipped"]
+DONE_STATUSES: tuple[StepStatus, ...] = ("applied", "undone", "failed", "undo_failed")  # a step that ended
+RunKind = Literal["apply", "rollback", "unlock"]  # unlock: a forced release
+RunOutcome = Literal[  # a run as the journal records it
+    "running", "succeeded", "rolled_back", "failed", "needs_attention", "interrupted", "force_released"
+]
+ResultOutcome = Literal[  # what a command reports
+    "succeeded", "nothing_to_do", "dry_run", "rolled_back", "failed", "needs_attention"
+]
 NoopKind = Literal["", "empty", "merge"]
 NOOP_NOTES: dict[str, str] = {
     "empty": "no-op: its downgrade() is empty, so its changes stay",
@@ -241,6 +295,12 @@ class Plan:
     created: str = ""
     fingerprint: str = ""
     extra: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def completed_copies(self) -> tuple[str, ...]:
+        """The copies complete when the plan was made. They are kept in ``extra`` (as
+        "a,b"), which the fingerprint of saved plans already covers."""
+        return tuple(c for c in dict(self.extra).get("completed_copies", "").split(",") if c)
 
     def state_dict(self) -> dict[str, list[str]]:
         return {svc: list(heads) for svc, heads in self.state}

@@ -35,7 +35,7 @@ def check_plan_steps(graph: FleetGraph, plan: Plan, source: str) -> None:
 def plan_step_problems(graph: FleetGraph, plan: Plan, source: str) -> list[StepProblem]:
     """Every step of ``plan`` that the graph does not allow, in plan order."""
     applied = graph.applied_nodes({s: h for s, h in plan.state})
-    completed = {c for c in dict(plan.extra).get("completed_copies", "").split(",") if c}
+    completed = set(plan.completed_copies)
     done = applied | {node for node, spec in graph.copies.items() if spec.name in completed}
     in_plan = {s.id for s in plan.steps}
     earlier: set[str] = set()

@@ -79,7 +79,6 @@ def fingerprint(plan: Plan) -> str:
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
-    extra = dict(plan.extra)
     return {
         "format": FORMAT,
         "env": plan.env,
@@ -87,7 +86,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "fingerprint": plan.fingerprint,
         "direction": plan.direction,
         "state": plan.state_dict(),
-        "completed_copies": [c for c in extra.get("completed_copies", "").split(",") if c],
+        "completed_copies": list(plan.completed_copies),
         "checksums": dict(plan.checksums),
         "steps": [step_to_json(s) for s in plan.steps],
     }

@@ -7,13 +7,16 @@ from dataclasses import dataclass, replace
 
 from orchestrator.core.graph import FleetGraph
 from orchestrator.core.model import (
+    CopySpec,
     CopyStep,
     DowngradeStep,
+    NodeId,
     Plan,
     RevertCopyStep,
     Step,
     UpgradeStep,
     node_id,
+    service_of,
 )
 from orchestrator.core.planfile import fingerprint
 from orchestrator.core.pysource import downgrade_noop
@@ -143,10 +146,11 @@ def plan_upgrade(
 
 
 def _expand_target(graph: FleetGraph, ref: str) -> set[str]:
-    service, sep, rev = ref.partition("@")
-    if sep and (rev == "heads" or rev.endswith("@heads")) and service in graph.services:
+    parsed = NodeId.parse(ref)
+    service, rev = parsed.service, parsed.revision
+    if (rev == "heads" or rev.endswith("@heads")) and service in graph.services:
         return {node_id(service, h) for h in graph.symbolic_heads(ref, "--target")}
-    if sep and rev == "base":
+    if rev == "base":
         raise GraphError(
             f"--target '{ref}': 'base' is not something to apply", "use `migrate rollback --to " + ref + "`"
         )
@@ -161,12 +165,13 @@ def plan_rollback_to(graph: FleetGraph, state: ObservedState, env: str, ref: str
     As ``alembic downgrade <rev>``, only the revisions that build on the target within the
     service are undone: another branch of the service (a second root, the other side of a
     branch point) stays. ``service@base`` undoes the whole service."""
-    service, sep, rev = ref.partition("@")
-    if not sep or service not in graph.services:
+    parsed = NodeId.parse(ref)
+    service, rev = parsed.service, parsed.revision
+    if not rev or service not in graph.services:
         graph.resolve(ref, where="--to")  # raises the right error
     applied = graph.applied_nodes(state.as_dict())
     if rev == "base":
-        undo = {n for n in applied if n.partition("@")[0] == service}
+        undo = {n for n in applied if service_of(n) == service}
     else:
         target = graph.resolve(ref, where="--to")
         undo = _service_descendants(graph, service, target) & applied
@@ -251,10 +256,31 @@ def _checksums(graph: FleetGraph, steps: Iterable[Step]) -> tuple[tuple[str, str
     return tuple(sorted(out))
 
 
-def copy_spec_checksum(spec: object) -> str:
+# The fields of a copy that a saved plan depends on. A field added to ``CopySpec`` later is
+# not in it, so plans saved before stay valid; add one here only if changing it must make
+# saved plans stale. (The text hashed is what ``repr(spec)`` was when the checksum hashed it,
+# so the plans saved then keep their checksum.)
+COPY_CHECKSUM_FIELDS = (
+    "name",
+    "source",
+    "target",
+    "table",
+    "target_table",
+    "columns",
+    "key",
+    "after",
+    "before",
+    "batch_size",
+    "max_rows_per_second",
+    "pause_seconds",
+)
+
+
+def copy_spec_checksum(spec: CopySpec) -> str:
     import hashlib
 
-    return hashlib.sha256(repr(spec).encode()).hexdigest()
+    text = "CopySpec(" + ", ".join(f"{name}={getattr(spec, name)!r}" for name in COPY_CHECKSUM_FIELDS) + ")"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def seal(plan: Plan) -> Plan:

@@ -93,10 +93,7 @@ class RevisionCache:
             return {}
         if data.get("version") != CACHE_VERSION or data.get("location") != spec.script_location:
             return {}
-        return {
-            p: _Entry(tuple(e["stat"]), bool(e["racy"]), e["meta"])
-            for p, e in data.get("files", {}).items()
-        }
+        return {p: _Entry(tuple(e["stat"]), bool(e["racy"]), e["meta"]) for p, e in data.get("files", {}).items()}
 
     def write(self, spec: ServiceSpec, entries: dict[str, _Entry]) -> None:
         path = self._file(spec)
@@ -116,11 +113,6 @@ class RevisionCache:
             os.replace(tmp, path)
         except OSError:
             pass  # a read-only workspace still plans, only without the cache
-
-
-def load_service(spec: ServiceSpec, cache: RevisionCache | None = None) -> Service:
-    """Read one service's tree, from the cache where every file is provably unchanged."""
-    return load_services([spec], cache)[0]
 
 
 def load_services(specs: list[ServiceSpec], cache: RevisionCache | None = None) -> list[Service]:

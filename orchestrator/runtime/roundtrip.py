@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from orchestrator.core.checks.findings import Finding, finding, relative
 from orchestrator.core.checks.rules import RuleOutcome, SourceIndex
 from orchestrator.core.graph import FleetGraph
+from orchestrator.core.model import service_of
 from orchestrator.core.redact import redact_text
 from orchestrator.errors import EXIT_NEEDS_ATTENTION, MigrateError
 from orchestrator.runtime.alembic_runner import run_revisions
@@ -259,42 +260,48 @@ def roundtrip(
             if rev.irreversible:
                 notes.append(f"{node} is irreversible: upgraded, not round-tripped")
                 continue
-            runner.notify(node, "downgrade")
-            error = runner.run(node, upgrade=False)
-            if error is not None:
-                runner.report(
-                    "MG603",
-                    node,
-                    f"downgrading {node} right after its upgrade failed: {error}",
-                    "fix downgrade() so that it undoes upgrade() on the schema upgrade() leaves",
-                    "downgrade",
-                )
-                continue
-            changes = diff(start, runner.schema(service))
-            if changes:
-                _report_diff(runner, node, changes, "right after its upgrade")
-                continue
-            runner.notify(node, "reupgrade")
-            error = runner.run(node, upgrade=True)
-            if error is not None:
-                runner.report(
-                    "MG602",
-                    node,
-                    f"upgrading {node} again after its downgrade failed: {error}",
-                    "downgrade() leaves something that upgrade() trips over: make it undo everything",
-                    "upgrade",
-                )
+            _down_and_up_again(runner, node, start)
         _to_base_and_back(runner, done, before, subjects, skipped, notes)
     finally:
         runner.close()
     for service, node in sorted(runner.broken.items()):
-        later = sum(1 for s, _ in skipped if s.partition("@")[0] == service and not s.endswith("@base"))
+        later = sum(1 for s, _ in skipped if service_of(s) == service and not s.endswith("@base"))
         if later:
             notes.append(f"the round trip of '{service}' stopped at {node}: {later} later step(s) not round-tripped")
     copies = [s for s, _ in skipped if s in graph.copies]
     if copies:
         notes.append("copy steps skipped in the round trip (they move rows, not schema): " + ", ".join(copies))
     return RuleOutcome("roundtrip", tuple(subjects), tuple(runner.findings), tuple(skipped), tuple(notes))
+
+
+def _down_and_up_again(runner: _Runner, node: str, start: Schema) -> None:
+    """Downgrade a revision right after its upgrade, compare the schema with ``start``, and
+    upgrade it again."""
+    runner.notify(node, "downgrade")
+    error = runner.run(node, upgrade=False)
+    if error is not None:
+        runner.report(
+            "MG603",
+            node,
+            f"downgrading {node} right after its upgrade failed: {error}",
+            "fix downgrade() so that it undoes upgrade() on the schema upgrade() leaves",
+            "downgrade",
+        )
+        return
+    changes = diff(start, runner.schema(runner.graph.revisions[node].service))
+    if changes:
+        _report_diff(runner, node, changes, "right after its upgrade")
+        return
+    runner.notify(node, "reupgrade")
+    error = runner.run(node, upgrade=True)
+    if error is not None:
+        runner.report(
+            "MG602",
+            node,
+            f"upgrading {node} again after its downgrade failed: {error}",
+            "downgrade() leaves something that upgrade() trips over: make it undo everything",
+            "upgrade",
+        )
 
 
 def _report_diff(runner: _Runner, node: str, changes: list[str], when: str) -> None:
@@ -317,11 +324,39 @@ def _to_base_and_back(
     skipped: list[tuple[str, str]],
     notes: list[str],
 ) -> None:
+    services = sorted({service_of(n) for n in done})
+    stopped = _descend_to_base(runner, done, before)
+    for service in services:
+        subject = f"{service}@base"
+        if service in runner.broken:
+            skipped.append((subject, f"the round trip of '{service}' stopped at {runner.broken[service]}"))
+            continue
+        if service in stopped:
+            skipped.append((subject, f"cannot go down to base: {stopped[service]}"))
+            notes.append(f"'{service}' was not taken down to base: {stopped[service]}")
+        subjects.append(subject)
+        if service not in stopped:
+            left = sorted(runner.schema(service))
+            if left:
+                node = _creator(runner, service, left[0]) or next(n for n in done if service_of(n) == service)
+                runner.report(
+                    "MG604",
+                    node,
+                    f"after downgrading '{service}' to base, tables remain: {', '.join(left)}",
+                    f"the downgrade() of the revision that creates {left[0]!r} ({node}) must drop it",
+                    "downgrade",
+                )
+                continue
+        _back_to_heads(runner, done, service, stopped)
+
+
+def _descend_to_base(runner: _Runner, done: list[str], before: dict[str, Schema]) -> dict[str, str]:
+    """Downgrade every service that round-tripped down to base, newest first, comparing each
+    schema with the one its revision upgraded from. Returns, per service, why its descent
+    stopped short of base (an irreversible revision)."""
     graph = runner.graph
-    services = sorted({n.partition("@")[0] for n in done})
-    down_order = list(reversed(graph.order(done)))
-    stopped: dict[str, str] = {}  # service -> why its descent stopped short of base
-    for node in down_order:
+    stopped: dict[str, str] = {}
+    for node in reversed(graph.order(done)):
         rev = graph.revisions[node]
         service = rev.service
         if service in runner.broken or service in stopped:
@@ -344,46 +379,31 @@ def _to_base_and_back(
             changes = diff(before[node], runner.schema(service))
             if changes:
                 _report_diff(runner, node, changes, "on the way down to base")
-    for service in services:
-        subject = f"{service}@base"
-        if service in runner.broken:
-            skipped.append((subject, f"the round trip of '{service}' stopped at {runner.broken[service]}"))
+    return stopped
+
+
+def _back_to_heads(runner: _Runner, done: list[str], service: str, stopped: dict[str, str]) -> None:
+    """Upgrade a service again from where its descent stopped, up to its heads."""
+    graph = runner.graph
+    for node in graph.order(n for n in done if service_of(n) == service):
+        if service in stopped and node not in _undone(graph, done, service, stopped):
             continue
-        if service in stopped:
-            skipped.append((subject, f"cannot go down to base: {stopped[service]}"))
-            notes.append(f"'{service}' was not taken down to base: {stopped[service]}")
-        subjects.append(subject)
-        if service not in stopped:
-            left = sorted(runner.schema(service))
-            if left:
-                node = _creator(runner, service, left[0]) or next(n for n in done if n.startswith(service + "@"))
-                runner.report(
-                    "MG604",
-                    node,
-                    f"after downgrading '{service}' to base, tables remain: {', '.join(left)}",
-                    f"the downgrade() of the revision that creates {left[0]!r} ({node}) must drop it",
-                    "downgrade",
-                )
-                continue
-        for node in graph.order(n for n in done if n.partition("@")[0] == service):
-            if service in stopped and node not in _undone(graph, done, service, stopped):
-                continue
-            runner.notify(node, "to-heads")
-            error = runner.run(node, upgrade=True)
-            if error is not None:
-                runner.report(
-                    "MG602",
-                    node,
-                    f"upgrading {node} again after a downgrade to base failed: {error}",
-                    "some downgrade() leaves something behind that this upgrade() trips over",
-                    "upgrade",
-                )
-                break
+        runner.notify(node, "to-heads")
+        error = runner.run(node, upgrade=True)
+        if error is not None:
+            runner.report(
+                "MG602",
+                node,
+                f"upgrading {node} again after a downgrade to base failed: {error}",
+                "some downgrade() leaves something behind that this upgrade() trips over",
+                "upgrade",
+            )
+            break
 
 
 def _undone(graph: FleetGraph, done: list[str], service: str, stopped: dict[str, str]) -> set[str]:
     """The revisions of a service whose descent stopped at an irreversible one: those above it."""
-    nodes = [n for n in graph.order(done) if n.partition("@")[0] == service]
+    nodes = [n for n in graph.order(done) if service_of(n) == service]
     blocker = stopped[service].split(" ", 1)[0]
     return set(nodes[nodes.index(blocker) + 1 :]) if blocker in nodes else set()
 

@@ -19,10 +19,6 @@ def _missing_sqlite_file(url: str) -> bool:
     return False
 
 
-def read_heads(url: str, version_table: str = "alembic_version", service: str = "?") -> tuple[str, ...]:
-    return read_state(url, version_table, service)[0]
-
-
 def read_state(url: str, version_table: str = "alembic_version", service: str = "?") -> tuple[tuple[str, ...], bool]:
     """(current revisions, whether the version table exists) of one database."""
     if _missing_sqlite_file(url):

@@ -138,7 +138,7 @@ def test_a_downgrade_that_raises_is_a_finding_and_the_env_is_still_returned(
     """app: a1 (downgrade raises) -- a2 -- a3, found at a2. The way down to base stops at a1
     (MG603); app is then brought back up to a2."""
     url = make_database(dialect)
-    broken = R("a1", None, THREE[0].upgrade, "raise RuntimeError('cannot drop t1')")
+    broken = R("a1", None, THREE[0].upgrade_body, "raise RuntimeError('cannot drop t1')")
     root = scratch_ws(tmp_path, {"app": [broken, *THREE[1:]]}, {"app": url}, scratch=True)
     upgrade_to(root, "app", url, ["a1", "a2"])
     code, data = check_json(root, "--env", "ci", "--roundtrip")

@@ -235,7 +235,7 @@ def test_destructive_true_opts_in_in_both_forms(tmp_path: Path) -> None:
     for attrs, codes in (("", ["MG201"]), ("destructive = True", []), ("destructive: bool = True  # on purpose", [])):
         root = workspace(
             tmp_path,
-            {"app": [table("u1", None, "users"), R(drop.id, drop.down, drop.upgrade, drop.downgrade, attrs)]},
+            {"app": [table("u1", None, "users"), R(drop.id, drop.down, drop.upgrade_body, drop.downgrade_body, attrs)]},
             folder=f"ws{len(attrs)}",
         )
         code, data = check_json(root)

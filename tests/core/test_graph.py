@@ -305,3 +305,31 @@ def test_the_plan_does_not_depend_on_input_order() -> None:
     two = plan_upgrade(fleet(dict(reversed(list(services.items())))), state, "dev")
     assert one == two
     assert one.fingerprint == two.fingerprint
+
+
+# -- node ids -----------------------------------------------------------------------------
+@pytest.mark.parametrize("text", ["users@3a9c0d1e2f4b", "users@label@head", "copy:move_emails", "copy:"])
+def test_node_id_parses_once_and_gives_the_text_back(text: str) -> None:
+    from orchestrator.core.model import NodeId
+
+    node = NodeId.parse(text)
+    assert str(node) == text
+    assert node.is_copy == text.startswith("copy:")
+
+
+def test_node_id_parts() -> None:
+    from orchestrator.core.model import NodeId, copy_node_id, node_id, service_of
+
+    assert NodeId.parse("users@abc") == NodeId("users", "abc")
+    assert NodeId.parse("users@label@head").revision == "label@head"
+    assert NodeId.parse("copy:mv") == NodeId.copy("mv")
+    assert NodeId.parse("copy:mv").service == ""
+    assert not NodeId.parse("users").revision  # not a node reference
+    assert str(NodeId("users", "abc")) == node_id("users", "abc")
+    assert str(NodeId.copy("mv")) == copy_node_id("mv")
+    assert service_of("billing@12") == "billing"
+    assert service_of("copy:mv") == ""
+    assert NodeId.parse("users@3a9").abbreviates(NodeId("users", "3a9c0d"))
+    assert not NodeId.parse("users@3a9").abbreviates(NodeId("billing", "3a9c0d"))
+    assert not NodeId.parse("users@").abbreviates(NodeId("users", "3a9c0d"))
+    assert not NodeId.parse("copy:users@3a9").abbreviates(NodeId("users", "3a9c0d"))

@@ -196,3 +196,48 @@ def test_the_fingerprint_covers_state_steps_and_checksums(three: FleetGraph) -> 
     assert partial.fingerprint != base.fingerprint
     assert dict(base.checksums)["users@u1"] == "sum-users-u1"
     assert set(dict(base.checksums)) == {s.id for s in base.steps}
+
+
+# -- a copy's checksum ----------------------------------------------------------------------
+def test_copy_checksum_is_the_one_saved_plans_hold() -> None:
+    """Computed from an explicit list of fields, it is still the hash of what ``repr`` gave
+    when it hashed ``repr(spec)``: plans saved then keep their checksum."""
+    import hashlib
+
+    from orchestrator.core.model import CopySpec
+    from orchestrator.core.planner import copy_spec_checksum
+
+    spec = CopySpec(
+        "mv", "users", "billing", "t", "t2", ("a", "b"), ("id",), ("users@1",), ("billing@2",), 10, 5.0, 0.5
+    )
+    legacy = (
+        "CopySpec(name='mv', source='users', target='billing', table='t', target_table='t2', "
+        "columns=('a', 'b'), key=('id',), after=('users@1',), before=('billing@2',), batch_size=10, "
+        "max_rows_per_second=5.0, pause_seconds=0.5)"
+    )
+    assert copy_spec_checksum(spec) == hashlib.sha256(legacy.encode()).hexdigest()
+
+
+def test_a_new_copy_field_does_not_make_saved_plans_stale() -> None:
+    import dataclasses
+
+    from orchestrator.core.model import CopySpec
+    from orchestrator.core.planner import COPY_CHECKSUM_FIELDS, copy_spec_checksum
+
+    @dataclasses.dataclass(frozen=True)
+    class CopySpecWithMore(CopySpec):
+        live: bool = False
+
+    spec = CopySpec("mv", "users", "billing", "t", "t")
+    grown = CopySpecWithMore("mv", "users", "billing", "t", "t", live=True)
+    assert copy_spec_checksum(grown) == copy_spec_checksum(spec)
+    assert "live" not in COPY_CHECKSUM_FIELDS
+    assert copy_spec_checksum(dataclasses.replace(spec, batch_size=7)) != copy_spec_checksum(spec)
+
+
+def test_plan_completed_copies_is_a_tuple() -> None:
+    from orchestrator.core.model import Plan
+
+    plan = Plan(env="dev", state=(), steps=(), extra=(("completed_copies", "a,b"),))
+    assert plan.completed_copies == ("a", "b")
+    assert Plan(env="dev", state=(), steps=()).completed_copies == ()

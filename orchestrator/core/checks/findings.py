@@ -11,8 +11,9 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
+from orchestrator.core.model import NodeId
+
 Level = Literal["error", "warning"]
-LEVELS: tuple[Level, ...] = ("error", "warning")
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,8 @@ class Finding:
         """The service the finding belongs to (None for the workspace, "copies" for a copy)."""
         if self.node is None:
             return None
-        if self.node.startswith("copy:"):
-            return "copies"
-        return self.node.partition("@")[0]
+        parsed = NodeId.parse(self.node)
+        return "copies" if parsed.is_copy else parsed.service
 
     def to_json(self) -> dict[str, object]:
         return {

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 
 from orchestrator.core.checks.findings import Finding, finding
-from orchestrator.core.model import Manifest, Revision, Service
+from orchestrator.core.model import Manifest, NodeId, Revision, Service, copy_node_id
 from orchestrator.errors import (
     AmbiguousReferenceError,
     CycleError,
@@ -42,7 +42,7 @@ def load_failure(
         line = _line_containing(file, ref) if file and ref else None
         node = next((r.node for r in revisions.values() if r.path == file), None)
         if node is None and file and "[[copies]] '" in where:
-            node = "copy:" + where.split("[[copies]] '", 1)[1].split("'", 1)[0]
+            node = copy_node_id(where.split("[[copies]] '", 1)[1].split("'", 1)[0])
         return finding("MG002", node, exc.message, exc.hint, file=file, line=line, root=root)
     file = None
     if manifest is not None:
@@ -62,10 +62,9 @@ def _cycle_location(
     for u, v in itertools.pairwise(path):
         rev = revisions.get(v)
         if rev is not None:
-            svc, _, full = u.partition("@")
+            full = NodeId.parse(u)
             for ref in rev.requires:
-                s, _, prefix = ref.partition("@")
-                if s == svc and prefix and full.startswith(prefix):
+                if NodeId.parse(ref).abbreviates(full):
                     return v, rev.path, _line_containing(rev.path, ref)
         if manifest is not None:
             for ref in _refs(u, v):
@@ -77,11 +76,10 @@ def _cycle_location(
 
 def _refs(u: str, v: str) -> Iterable[str]:
     for node in (v, u):
-        if node.startswith("copy:"):
-            yield node
-            yield 'name = "' + node[len("copy:") :] + '"'
-        else:
-            yield node
+        yield node
+        parsed = NodeId.parse(node)
+        if parsed.copy_name is not None:
+            yield 'name = "' + parsed.copy_name + '"'
 
 
 def _line_containing(file: str | None, needle: str, prefix_of: bool = False) -> int | None:
@@ -98,11 +96,9 @@ def _line_containing(file: str | None, needle: str, prefix_of: bool = False) -> 
         if needle in line:
             return i
         if prefix_of and "@" in needle:
-            svc, _, full = needle.partition("@")
-            for part in line.split('"')[1::2]:
-                s, _, r = part.partition("@")
-                if s == svc and r and full.startswith(r):
-                    return i
+            full = NodeId.parse(needle)
+            if any(NodeId.parse(part).abbreviates(full) for part in line.split('"')[1::2]):
+                return i
     return None
 
 

@@ -57,19 +57,7 @@ def evaluate(
         check_destructive(graph, sources, nodes),
     ]
     applied_set = frozenset(applied or ())
-    if graph.copies:
-        order: list[str] = graph.order() if pending is None else [*graph.order(applied_set), *pending]
-    else:
-        order = []
-    copies = check_copies(graph, sources, order)
-    drops = check_dependent_drops(graph, sources)
-    outcomes.append(
-        RuleOutcome(
-            "cross-service",
-            tuple(dict.fromkeys([*copies.subjects, *drops.subjects])),
-            copies.findings + drops.findings,
-        )
-    )
+    outcomes.append(_cross_service(graph, sources, applied_set, pending))
     if env is not None:
         outcomes.append(check_env_requires(graph, sources, env, applied_set, pending or (), "the plan"))
     if plan_outcome is not None:
@@ -94,6 +82,23 @@ def evaluate(
         since=since,
         plan_file=plan_file,
         roundtrip=roundtrip,
+    )
+
+
+def _cross_service(
+    graph: FleetGraph, sources: SourceIndex, applied: frozenset[str], pending: Sequence[str] | None
+) -> RuleOutcome:
+    """The copy rules and the dependent drops, as one group."""
+    if graph.copies:
+        order: list[str] = graph.order() if pending is None else [*graph.order(applied), *pending]
+    else:
+        order = []
+    copies = check_copies(graph, sources, order)
+    drops = check_dependent_drops(graph, sources)
+    return RuleOutcome(
+        "cross-service",
+        tuple(dict.fromkeys([*copies.subjects, *drops.subjects])),
+        copies.findings + drops.findings,
     )
 
 
