@@ -1,12 +1,13 @@
 # The two commands of the quick start:
 #   make demo   set up, then plan and apply the example workspace on the embedded SQLite env
 #   make test   set up, then lint, type-check and run the whole test suite
+#   make test-fast   only the tests that open no database and need no server (under 30 s)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check venv clean
+.PHONY: demo test test-fast lint typecheck check venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,9 @@ test: $(STAMP)
 	bash scripts/ensure-db.sh
 	$(MAKE) --no-print-directory lint typecheck
 	$(BIN)/pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider -m "not db and not slow"
 
 clean:
 	rm -rf $(VENV) .migrate .pytest_cache .mypy_cache .ruff_cache

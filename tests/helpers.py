@@ -15,6 +15,10 @@ only, so the built-in environment runs it unless ``env_py`` asks for an ``env.py
 Each revision creates one table (``<service>_<revision>`` unless ``table=`` says otherwise)
 and its downgrade drops it, so applying and undoing it is visible in the reflected schema.
 ``fleet`` builds the same shapes as in-memory values for pure graph and planner tests.
+
+This is the suite's one workspace builder: ``Rev`` and ``to_toml`` are also what
+``tests/check/ws.py`` (``R``: bare revisions with hand-written bodies) and
+``tests/executor/ledger_ws.py`` (revisions that keep a ledger) write with.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class Rev:
     upgrade_body: str | None = None  # replace the generated body (indented by the writer)
     downgrade_body: str | None = None
     extra: str = ""  # module-level source appended verbatim
+    bare: bool = False  # no `requires` line: `extra` holds every module-level attribute
 
     @property
     def downs(self) -> tuple[str, ...]:
@@ -128,6 +133,7 @@ def revision_source(service: str, r: Rev) -> str:
             downgrade += f"raise RuntimeError({r.downgrade_raises!r})\n"
     down = None if not r.downs else r.downs[0] if len(r.downs) == 1 else r.downs
     requires_line = f"requires: list[str] = {list(r.requires)!r}" if r.annotated else f"requires = {list(r.requires)!r}"
+    requires_line = "" if r.bare else requires_line + "\n"
     depends = None if not r.depends_on else list(r.depends_on)
     labels = None if not r.branch_labels else list(r.branch_labels)
     flags = ""
@@ -144,7 +150,7 @@ def revision_source(service: str, r: Rev) -> str:
         f"down_revision = {down!r}\n"
         f"branch_labels = {labels!r}\n"
         f"depends_on = {depends!r}\n"
-        f"{requires_line}\n"
+        f"{requires_line}"
         f"{flags}"
         f"{r.extra}\n\n"
         f"def upgrade():\n{_indent(upgrade)}\n\n\n"

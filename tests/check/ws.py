@@ -17,45 +17,26 @@ from typing import Any
 from typer.testing import CliRunner
 
 from orchestrator.cli.app import app
+from tests import helpers
+from tests.helpers import Rev, manifest_data, rev, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 
-TEMPLATE = '''"""{message}
 
-Revision ID: {rev}
-Revises: {revises}
-"""
-import sqlalchemy as sa
-from alembic import op
-
-revision = {rev!r}
-down_revision = {down!r}
-branch_labels = None
-depends_on = None
-{attrs}
-
-def upgrade():
-{upgrade}
-
-
-def downgrade():
-{downgrade}
-'''
-
-
-@dataclass(frozen=True)
-class R:
+def R(  # named like the class it replaces: the tests read `R("u2", "u1", ...)`
+    id: str,
+    down: str | tuple[str, ...] | None = None,
+    upgrade: str = "pass",
+    downgrade: str = "pass",
+    attrs: str = "",
+    message: str = "",
+) -> Rev:
     """One revision file: ``attrs`` are module-level lines, bodies are unindented source."""
-
-    id: str
-    down: str | tuple[str, ...] | None = None
-    upgrade: str = "pass"
-    downgrade: str = "pass"
-    attrs: str = ""
-    message: str = ""
+    extra = attrs.strip() + "\n" if attrs.strip() else ""
+    return rev(id, down, message, upgrade_body=upgrade, downgrade_body=downgrade, extra=extra, bare=True)
 
 
-def table(id: str, down: str | None, name: str, attrs: str = "", columns: str = "") -> R:
+def table(id: str, down: str | None, name: str, attrs: str = "", columns: str = "") -> Rev:
     """A revision that creates table ``name`` (id, label and ``columns``) and drops it on downgrade."""
     return R(
         id,
@@ -70,42 +51,13 @@ def table(id: str, down: str | None, name: str, attrs: str = "", columns: str = 
     )
 
 
-def _indent(body: str) -> str:
-    return "\n".join(("    " + line) if line.strip() else "" for line in body.strip("\n").splitlines())
-
-
-def write_revision(root: Path, service: str, r: R) -> Path:
-    path = root / "services" / service / "versions" / f"{r.id}_rev.py"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    revises = ", ".join(r.down) if isinstance(r.down, tuple) else (r.down or "")
-    path.write_text(
-        TEMPLATE.format(
-            message=r.message or f"step {r.id}",
-            rev=r.id,
-            revises=revises,
-            down=r.down,
-            attrs=r.attrs.strip() + "\n" if r.attrs.strip() else "",
-            upgrade=_indent(r.upgrade),
-            downgrade=_indent(r.downgrade),
-        ),
-        encoding="utf-8",
-    )
-    return path
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, int | float):
-        return repr(value)
-    return "[" + ", ".join(_toml(v) for v in value) + "]"
+def write_revision(root: Path, service: str, r: Rev) -> Path:
+    return helpers.write_revision(root, service, r)
 
 
 def workspace(
     tmp_path: Path,
-    services: Mapping[str, Sequence[R]],
+    services: Mapping[str, Sequence[Rev]],
     *,
     copies: Sequence[Mapping[str, Any]] = (),
     requires: Sequence[tuple[str, Sequence[str]]] = (),
@@ -115,23 +67,16 @@ def workspace(
     """Write a workspace (a manifest and one bare ``versions/`` tree per service); return its folder."""
     root = tmp_path / folder
     root.mkdir(parents=True, exist_ok=True)
-    lines: list[str] = []
     for name, revisions in services.items():
         (root / "services" / name / "versions").mkdir(parents=True, exist_ok=True)
         for r in revisions:
             write_revision(root, name, r)
-        lines += [f"[services.{name}]", f'script_location = "services/{name}"', ""]
     envs = {"dev": "sqlite:///.migrate/dev/{service}.db"} if envs is None else envs
-    for env, spec in envs.items():
-        if isinstance(spec, str):
-            lines += [f"[envs.{env}]", f"url = {_toml(spec)}", ""]
-        else:
-            lines += [f"[envs.{env}.urls]", *(f"{s} = {_toml(u)}" for s, u in spec.items()), ""]
-    for copy in copies:
-        lines += ["[[copies]]", *(f"{k} = {_toml(v)}" for k, v in copy.items()), ""]
-    for node, needs in requires:
-        lines += ["[[requires]]", f"node = {_toml(node)}", f"needs = {_toml(list(needs))}", ""]
-    (root / "migrate.toml").write_text("\n".join(lines), encoding="utf-8")
+    tables = {env: spec if isinstance(spec, str) else {"urls": dict(spec)} for env, spec in envs.items()}
+    data = manifest_data(
+        services, tables, copies, [{"node": node, "needs": list(needs)} for node, needs in requires], default_env=None
+    )
+    write_manifest(root / "migrate.toml", data)
     return root
 
 

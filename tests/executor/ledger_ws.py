@@ -17,8 +17,13 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
+
+from tests.helpers import Rev, to_toml
+
+__all__ = ["DbState", "Rev", "Workspace", "build", "chain", "rev_ids", "snapshot", "snapshots"]
 
 REVISION = '''"""{message}
 
@@ -69,13 +74,6 @@ LEDGER_DROP = """    op.drop_table("ledger")
 """
 
 
-@dataclass(frozen=True)
-class Rev:
-    id: str
-    requires: tuple[str, ...] = ()
-    irreversible: bool = False
-
-
 @dataclass
 class Workspace:
     root: Path
@@ -105,7 +103,6 @@ def build(
     """Write a workspace (manifest + one Alembic tree per service, without env.py)."""
     root.mkdir(parents=True, exist_ok=True)
     ws = Workspace(root=root, manifest=root / "migrate.toml")
-    lines = [f'default_env = "{env}"', ""]
     for service, revs in services.items():
         versions = root / service / "versions"
         versions.mkdir(parents=True, exist_ok=True)
@@ -126,26 +123,24 @@ def build(
                 ),
                 encoding="utf-8",
             )
-        lines += [f"[services.{service}]", f'script_location = "{service}"', ""]
-    lines += [f"[envs.{env}]"]
-    if protected:
-        lines.append("protected = true")
+    ws.urls.update(urls)
+    env_table: dict[str, Any] = {"protected": True} if protected else {}
     if state_url:
-        lines.append(f'state_url = "{state_url}"')
-    lines.append(f"[envs.{env}.urls]")
-    for service, url in urls.items():
-        lines.append(f'{service} = "{url}"')
-        ws.urls[service] = url
-    lines.append("")
-    lines.append(textwrap.dedent(copies))
-    ws.manifest.write_text("\n".join(lines), encoding="utf-8")
+        env_table["state_url"] = state_url
+    env_table["urls"] = dict(urls)
+    data = {
+        "default_env": env,
+        "services": {service: {"script_location": service} for service in services},
+        "envs": {env: env_table},
+    }
+    ws.manifest.write_text(to_toml(data) + "\n" + textwrap.dedent(copies), encoding="utf-8")
     return ws
 
 
 def chain(service: str, count: int, requires: Mapping[int, Sequence[str]] | None = None) -> list[Rev]:
     """``count`` revisions of one service; ``requires`` maps a 1-based index to its requires."""
     requires = requires or {}
-    return [Rev(r, tuple(requires.get(i + 1, ()))) for i, r in enumerate(rev_ids(service, count))]
+    return [Rev(r, requires=tuple(requires.get(i + 1, ()))) for i, r in enumerate(rev_ids(service, count))]
 
 
 # -- observing real database state ----------------------------------------------------------
