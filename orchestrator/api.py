@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.graph import FleetGraph
-from orchestrator.core.model import CopyStep, DowngradeStep, Plan, RevertCopyStep, UpgradeStep
+from orchestrator.core.model import CopyStep, DowngradeStep, NodeId, Plan, RevertCopyStep, UpgradeStep, service_of
 from orchestrator.core.planfile import plan_to_json
 from orchestrator.core.planner import pending_nodes, plan_upgrade
 from orchestrator.core.redact import redact_text, redact_url
@@ -185,7 +185,7 @@ def status(project: Project, env: str | None = None) -> StatusResult:
     heads = state.as_dict()
     rows = []
     for svc_name, svc in project.graph.services.items():
-        count = sum(1 for n in pending if n.partition("@")[0] == svc_name and n in project.graph.revisions)
+        count = sum(1 for n in pending if service_of(n) == svc_name and n in project.graph.revisions)
         rows.append(
             ServiceStatus(svc_name, redact_url(project.url(name, svc_name)), heads.get(svc_name, ()), svc.heads, count)
         )
@@ -275,7 +275,7 @@ def sql_dialects(sql: Sequence[StepSQL]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for rendered in sql:
         if rendered.dialect is not None:
-            names = out.setdefault(rendered.step_id.partition("@")[0], [])
+            names = out.setdefault(service_of(rendered.step_id), [])
             if rendered.dialect not in names:
                 names.append(rendered.dialect)
     return dict(sorted(out.items()))
@@ -320,7 +320,7 @@ def new_revision(project: Project, service: str, message: str, requires: Sequenc
     resolved = []
     for ref in requires:
         node = project.graph.resolve(ref, where="--requires", allow_symbolic=True)
-        if node.partition("@")[0] == service:
+        if service_of(node) == service:
             raise GraphError(
                 f"--requires '{ref}' names the same service; a revision's own history is its down_revision",
                 "requires is for revisions of other services",
@@ -565,6 +565,7 @@ __all__ = [
     "Level",
     "MigrateError",
     "NewRevisionResult",
+    "NodeId",
     "PlanResult",
     "Project",
     "RevertCopyStep",

@@ -14,6 +14,7 @@ from orchestrator.api import (
     CopyStep,
     DowngradeStep,
     GraphResult,
+    NodeId,
     PlanResult,
     RevertCopyStep,
     ServiceInfo,
@@ -24,8 +25,8 @@ from orchestrator.api import (
 
 
 def short(node: str, n: int = 12) -> str:
-    service, sep, rev = node.partition("@")
-    return f"{service}@{rev[:n]}" if sep else node
+    ref = NodeId.parse(node)
+    return f"{ref.service}@{ref.revision[:n]}" if ref.revision else node
 
 
 def services_table(rows: list[ServiceInfo]) -> Table:

@@ -27,7 +27,6 @@ from orchestrator.copy.dialects import DialectImpl, impl_for
 from orchestrator.copy.schema import ColumnInfo, Dialect, Kind
 
 Converter = Callable[[Any], Any]
-Canon = Callable[[Any], "str | None"]
 
 _CTX = decimal.Context(prec=2000, Emax=999_999, Emin=-999_999)
 _UTC = dt.UTC

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.core.graph import FleetGraph
-from orchestrator.core.model import DowngradeStep, Plan
+from orchestrator.core.model import DowngradeStep, NodeId, Plan
 from orchestrator.core.plancheck import check_plan_steps
 from orchestrator.core.planfile import plan_from_json
 from orchestrator.core.planner import ObservedState
@@ -48,7 +48,7 @@ def load_plan_file(project: Project, env: str, path: str, check_steps: bool = Tr
         raise PlanConflictError(f"{file} is a {plan.direction} plan; `apply` takes upgrade plans")
     changed = []
     for node, checksum in plan.checksums:
-        if node.startswith("copy:"):
+        if NodeId.parse(node).is_copy:
             spec = project.graph.copies.get(node)
             from orchestrator.core.planner import copy_spec_checksum
 

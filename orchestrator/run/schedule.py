@@ -11,14 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.core.model import DowngradeStep, Step, UpgradeStep
+from orchestrator.core.model import DowngradeStep, NodeId, Step, UpgradeStep
 
 Batch = list[Step]
 
 
 def service_of(node: str) -> str:
     """The service a step runs on; a copy is its own."""
-    return node if node.startswith("copy:") else node.partition("@")[0]
+    ref = NodeId.parse(node)
+    return node if ref.is_copy else ref.service
 
 
 def group(steps: Sequence[Step]) -> list[Batch]:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 
 from orchestrator.core.graph import FleetGraph
+from orchestrator.core.model import NodeId
 from orchestrator.errors import EXIT_OK, EXIT_STEP_FAILED, MigrateError
 from orchestrator.project import Project, observe
 from orchestrator.run.planfiles import check_protected
@@ -32,16 +33,16 @@ def stamp(project: Project, env: str | None, ref: str, confirmed: bool = False, 
 
 
 def _stamp_target(graph: FleetGraph, ref: str) -> tuple[str, str]:
-    service, sep, rev = ref.partition("@")
-    if sep and rev == "base" and service in graph.services:
-        return service, "base"
+    given = NodeId.parse(ref)
+    if given.revision == "base" and given.service in graph.services:
+        return given.service, "base"
     node = graph.resolve(ref, where="stamp")
     if node in graph.copies:
         raise MigrateError(
             f"stamp: '{ref}' is a copy step, which has no version row", "give service@revision or service@base"
         )
-    service, _, rev = node.partition("@")
-    return service, rev
+    resolved = NodeId.parse(node)
+    return resolved.service, resolved.revision
 
 
 def _shown_heads(heads: Sequence[str]) -> str:

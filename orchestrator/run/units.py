@@ -184,12 +184,10 @@ class JournalCheckpointStore:
         self.journal.set_copy_record(self.name, self.run_id, "copying", checkpoint.to_json())
         self.journal.step_checkpoint(self.run_id, self.seq, checkpoint.to_json(), checkpoint.rows_copied)
 
-    def begin_revert(self) -> bool:
-        """Mark the copy as being reverted; False when it never wrote anything."""
-        if self.journal.copy_record(self.name) is None:
-            return False
-        self.journal.set_copy_record(self.name, self.run_id, "reverting")
-        return True
+    def begin_revert(self) -> None:
+        """Mark the copy as being reverted (nothing to mark when it never wrote anything)."""
+        if self.journal.copy_record(self.name) is not None:
+            self.journal.set_copy_record(self.name, self.run_id, "reverting")
 
     def finish_copy(self) -> None:
         """The copy completed and verified: its record says so, checkpoint kept for the revert."""
