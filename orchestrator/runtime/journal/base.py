@@ -70,6 +70,10 @@ class JournalBase:
         """Create the tables if absent. Creating the state is part of taking the lock: several
         runs may open a fresh state database at once, so creation is serialised (see
         ``_creating_schema``) and a later creator finds every table and the version row."""
+        with self.engine.connect() as guard, _creating_schema_guard(guard):
+            self._create_schema()
+
+    def _create_schema(self) -> None:
         begin = self.engine.execution_options(sqlite_begin="IMMEDIATE").begin()
         with begin as conn, _creating_schema(conn):
             metadata.create_all(conn, checkfirst=True)
@@ -172,8 +176,17 @@ def _no_schema_lock(_conn: sa.Connection) -> Iterator[None]:
     yield
 
 
-_SCHEMA_LOCKS = {"postgresql": _pg_schema_lock, "mysql": _mysql_schema_lock, "mariadb": _mysql_schema_lock}
+# PostgreSQL's lock belongs to the schema transaction and ends with its commit. MariaDB's named
+# lock is taken on a connection of its own around the whole transaction: released inside it,
+# another creator could read the meta table before this one's row is committed, and insert it
+# again.
+_SCHEMA_LOCKS = {"postgresql": _pg_schema_lock}
+_SCHEMA_GUARDS = {"mysql": _mysql_schema_lock, "mariadb": _mysql_schema_lock}
 
 
 def _creating_schema(conn: sa.Connection) -> AbstractContextManager[None]:
     return _SCHEMA_LOCKS.get(conn.dialect.name, _no_schema_lock)(conn)
+
+
+def _creating_schema_guard(conn: sa.Connection) -> AbstractContextManager[None]:
+    return _SCHEMA_GUARDS.get(conn.dialect.name, _no_schema_lock)(conn)
