@@ -1,8 +1,9 @@
 """The copy engine: copy steps move the rows of a table from one service's database into another's.
 
-Design and layout: docs/copy.md. By job: ``schema`` (reflection, column kinds, the copy plan),
-``streams`` and ``writers`` (SQL text, connections, readers, writers), ``blocks`` (SQL the
-databases run), ``values`` and ``keys`` (conversions, canonical forms), ``checkpoint``,
+Design and layout: docs/copy.md. By job: ``columns`` (column kinds and descriptions, plain
+values), ``schema`` (reflection, the copy plan), ``streams`` and ``writers`` (SQL text,
+connections, readers, writers), ``blocks`` (SQL the databases run), ``values``, ``convert`` and
+``keys`` (what values mean, conversions for the target, canonical forms), ``checkpoint``,
 ``copier``, ``pipeline``, ``preexisting`` and ``engine`` (the copy itself), ``verify``,
 ``revert`` and ``errors``; per-dialect behaviour in ``dialects/``, one class per database.
 """

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from orchestrator.copy.columns import ColumnInfo, ColumnPair, Kind
 from orchestrator.copy.dialects import TextRender, impl_for
-from orchestrator.copy.schema import ColumnInfo, ColumnPair, Kind
 from orchestrator.copy.streams import TableSql
 
 __all__ = ["TextRender", "canon_exprs", "copy_text_render", "digest_sql", "text_block_sql", "text_lines_sql"]

@@ -1,5 +1,9 @@
 """The copy of one table: batches in key order, the fast block paths and their threads.
 
+One module, though over 600 lines, because row batches and block paths are methods of one
+``Copier`` sharing its connections, converters and stream digest, and ``run_batches`` switches
+between them batch by batch (back to rows when the target refuses a block).
+
 See docs/copy.md for the design."""
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from orchestrator.copy.checkpoint import (
     PreexistingKeys,
     ProgressCallback,
 )
+from orchestrator.copy.convert import make_writer
 from orchestrator.copy.dialects import impl_for
 from orchestrator.copy.errors import (
     CopyValueError,
@@ -45,10 +50,7 @@ from orchestrator.copy.streams import (
     raw_connection,
     stream_rows,
 )
-from orchestrator.copy.values import (
-    ValueProblem,
-    make_writer,
-)
+from orchestrator.copy.values import ValueProblem
 from orchestrator.copy.writers import ExecManyWriter, PgCopyWriter, RowWriteError
 from orchestrator.core.model import CopySpec
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrator.copy.schema import CopyPlan, Dialect
-from orchestrator.copy.values import CanonKey, canon_function, canonical, converted, make_writer
+from orchestrator.copy.columns import Dialect
+from orchestrator.copy.convert import converted, make_writer
+from orchestrator.copy.schema import CopyPlan
+from orchestrator.copy.values import CanonKey, canon_function, canonical
 
 
 class KeyCodec:

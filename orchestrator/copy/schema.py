@@ -6,7 +6,6 @@ table, and it is quoted with the dialect's own identifier preparer.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,50 +13,14 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from orchestrator.copy.columns import ColumnInfo, ColumnPair, Dialect, Kind
+from orchestrator.copy.dialects import DialectImpl, impl_for, impl_for_sqlalchemy
 from orchestrator.copy.errors import CopyPreflightError
 from orchestrator.core.model import CopySpec
 
-Kind = Literal[
-    "integer",
-    "boolean",
-    "decimal",
-    "float",
-    "string",
-    "json",
-    "date",
-    "datetime",
-    "time",
-    "binary",
-    "uuid",
-    "other",
-]
-Dialect = Literal["postgresql", "mysql", "sqlite"]
 Side = Literal["source", "target"]
 
-# --- column descriptions -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ColumnInfo:
-    """One reflected column, reduced to what moving its values needs."""
-
-    name: str
-    kind: Kind
-    type_text: str
-    nullable: bool = True
-    computed: bool = False
-    has_default: bool = False
-    max_length: int | None = None  # characters, or bytes when ``length_in_bytes``
-    length_in_bytes: bool = False
-    precision: int | None = None  # decimals: total digits
-    scale: int | None = None  # decimals: digits after the point
-    int_min: int | None = None
-    int_max: int | None = None
-    timezone: bool = False  # a timestamp that stores an absolute instant (timestamptz)
-    fsp: int = 6  # fractional-second digits the column keeps
-    charset: str | None = None  # MariaDB character set of a text column
-    pg_oid: int | None = None
-    pg_type: str | None = None  # format_type(), e.g. "numeric(12,2)"
+# --- tables ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -76,9 +39,9 @@ class TableInfo:
         return None
 
     def find(self, name: str) -> ColumnInfo | None:
-        """Exact name first; MariaDB and SQLite also match names case-insensitively."""
+        """Exact name first; then case-insensitively where the dialect folds names (MariaDB, SQLite)."""
         col = self.column(name)
-        if col is not None or self.dialect == "postgresql":
+        if col is not None or not impl_for(self.dialect).folds_names:
             return col
         folded = [c for c in self.columns if c.name.lower() == name.lower()]
         return folded[0] if len(folded) == 1 else None
@@ -89,24 +52,17 @@ class TableInfo:
 
 
 def dialect_of(engine: Engine) -> Dialect:
-    name = engine.dialect.name
-    if name == "postgresql":
-        return "postgresql"
-    if name in ("mysql", "mariadb"):
-        return "mysql"
-    if name == "sqlite":
-        return "sqlite"
-    raise CopyPreflightError(
-        f"copy steps support PostgreSQL, MySQL/MariaDB and SQLite; this database is {name}",
-    )
+    impl = impl_for_sqlalchemy(engine.dialect.name)
+    if impl is None:
+        raise CopyPreflightError(
+            f"copy steps support PostgreSQL, MySQL/MariaDB and SQLite; this database is {engine.dialect.name}",
+        )
+    return impl.name
 
 
 def quote_identifier(dialect: Dialect, name: str) -> str:
-    """``name`` quoted for SQL text: always quoted, its quote character doubled. Nothing is
-    escaped for a driver's paramstyle here (see ``TableSql``), unlike SQLAlchemy's preparer,
-    which doubles ``%`` for drivers that take ``%s``."""
-    mark = "`" if dialect == "mysql" else '"'
-    return mark + name.replace(mark, mark + mark) + mark
+    """``name`` quoted for SQL text in ``dialect``; see ``DialectImpl.quote``."""
+    return impl_for(dialect).quote(name)
 
 
 def split_table_name(table: str) -> tuple[str | None, str]:
@@ -124,22 +80,11 @@ _INT_BITS = {
     "INT": 32,
     "BIGINT": 64,
 }
-_MYSQL_TEXT_BYTES = {
-    "TINYTEXT": 255,
-    "TEXT": 65_535,
-    "MEDIUMTEXT": 16_777_215,
-    "LONGTEXT": 4_294_967_295,
-    "TINYBLOB": 255,
-    "BLOB": 65_535,
-    "MEDIUMBLOB": 16_777_215,
-    "LONGBLOB": 4_294_967_295,
-}
 
 
-def _int_range(dialect: Dialect, type_: Any) -> tuple[int, int]:
-    if dialect == "sqlite":
-        bits = 64
-    else:
+def _int_range(impl: DialectImpl, type_: Any) -> tuple[int, int]:
+    bits = impl.integer_bits
+    if bits is None:
         bits = _INT_BITS.get(type(type_).__name__.upper(), 0)
         if not bits:
             bits = 16 if isinstance(type_, sa.SmallInteger) else 32
@@ -150,54 +95,55 @@ def _int_range(dialect: Dialect, type_: Any) -> tuple[int, int]:
     return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
 
-def _integer(dialect: Dialect, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
+def _integer(impl: DialectImpl, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
     cls_name = type(type_).__name__.upper()
-    mysql_bool = dialect == "mysql" and cls_name == "TINYINT" and getattr(type_, "display_width", 0) == 1
-    lo, hi = _int_range(dialect, type_)
-    # MariaDB spells BOOLEAN as TINYINT(1)
-    return {"kind": "boolean" if mysql_bool else "integer", "int_min": lo, "int_max": hi}
+    spelled_bool = impl.tinyint1_boolean and cls_name == "TINYINT" and getattr(type_, "display_width", 0) == 1
+    lo, hi = _int_range(impl, type_)
+    return {"kind": "boolean" if spelled_bool else "integer", "int_min": lo, "int_max": hi}
 
 
-def _decimal(dialect: Dialect, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
+def _decimal(impl: DialectImpl, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": "decimal", "precision": type_.precision}
     out["scale"] = type_.scale if type_.precision is not None else None
-    if dialect == "mysql" and type_.precision is None:
-        out["precision"], out["scale"] = 10, 0
+    if impl.default_decimal is not None and type_.precision is None:
+        out["precision"], out["scale"] = impl.default_decimal
     if out["precision"] is not None and out["scale"] is None:
         out["scale"] = 0
     return out
 
 
-def _binary(dialect: Dialect, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
+def _binary(impl: DialectImpl, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": "binary"}
-    cls_name = type(type_).__name__.upper()
-    if dialect == "mysql":
-        out["max_length"] = _MYSQL_TEXT_BYTES.get(cls_name, getattr(type_, "length", None))
-    if dialect != "sqlite":
+    if impl.binary_lengths:
+        cls_name = type(type_).__name__.upper()
+        out["max_length"] = impl.text_type_bytes.get(cls_name, getattr(type_, "length", None))
+    if impl.declared_lengths:
         out["length_in_bytes"] = True
     return out
 
 
-def _string(dialect: Dialect, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
+def _string(impl: DialectImpl, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": "json" if extra.get("json") else "string"}
-    cls_name = type(type_).__name__.upper()
-    if dialect == "mysql" and cls_name in _MYSQL_TEXT_BYTES and not getattr(type_, "length", 0):
-        out["max_length"] = _MYSQL_TEXT_BYTES[cls_name]
-        out["length_in_bytes"] = True
-    elif dialect != "sqlite":
-        out["max_length"] = getattr(type_, "length", None)
+    if impl.declared_lengths:
+        cls_name = type(type_).__name__.upper()
+        length = getattr(type_, "length", None)
+        if cls_name in impl.text_type_bytes and not length:
+            out["max_length"] = impl.text_type_bytes[cls_name]
+            out["length_in_bytes"] = True
+        else:
+            out["max_length"] = length
     return out
 
 
-def _datetime(dialect: Dialect, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": "datetime", "timezone": bool(getattr(type_, "timezone", False)) and dialect == "postgresql"}
+def _datetime(impl: DialectImpl, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "datetime", "timezone": bool(getattr(type_, "timezone", False)) and impl.timezone_datetimes}
 
 
 def _just(kind: Kind) -> _Classifier:
-    return lambda dialect, type_, extra: {"kind": kind}
+    return lambda impl, type_, extra: {"kind": kind}
 
 
-_Classifier = Callable[[Dialect, Any, dict[str, Any]], dict[str, Any]]
+_Classifier = Callable[[DialectImpl, Any, dict[str, Any]], dict[str, Any]]
 
 # the first SQLAlchemy type class a reflected type is an instance of decides (order matters:
 # Boolean before Integer, Float before Numeric, JSON and Uuid and binary before String)
@@ -216,86 +162,18 @@ _CLASSIFIERS: tuple[tuple[type[Any], _Classifier], ...] = (
 )
 
 
-def _fsp(dialect: Dialect, type_: Any) -> int | None:
-    """Fractional seconds digits of a datetime or time column; None where the dialect keeps none."""
-    if dialect == "mysql":
-        return getattr(type_, "fsp", None) or 0
-    if dialect == "postgresql":
-        precision = getattr(type_, "precision", None)
-        return 6 if precision is None else int(precision)
-    return None
-
-
-def _classify(dialect: Dialect, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
+def _classify(impl: DialectImpl, type_: Any, extra: dict[str, Any]) -> dict[str, Any]:
     """Map a reflected SQLAlchemy type onto a kind plus the limits values must respect."""
     out: dict[str, Any] = {"kind": "other"}
     for cls, classify in _CLASSIFIERS:
         if isinstance(type_, cls):
-            out = classify(dialect, type_, extra)
+            out = classify(impl, type_, extra)
             break
     if out["kind"] in ("datetime", "time"):
-        fsp = _fsp(dialect, type_)
+        fsp = impl.fractional_digits(type_)
         if fsp is not None:
             out["fsp"] = fsp
     return out
-
-
-def _pg_extras(engine: Engine, schema: str | None, name: str) -> dict[str, tuple[int, str]]:
-    # a value, not SQL text: quoted for PostgreSQL, with no escaping for the driver
-    qualified = (quote_identifier("postgresql", schema) + "." if schema else "") + quote_identifier("postgresql", name)
-    sql = sa.text(
-        "SELECT a.attname, a.atttypid::int, format_type(a.atttypid, a.atttypmod) "
-        "FROM pg_attribute a WHERE a.attrelid = to_regclass(:rel) "
-        "AND a.attnum > 0 AND NOT a.attisdropped"
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(sql, {"rel": qualified}).all()
-    return {str(r[0]): (int(r[1]), str(r[2])) for r in rows}
-
-
-_JSON_CHECK = re.compile(r"json_valid\((`(?:[^`]|``)+`|[^`)]+)\)", re.IGNORECASE)
-
-
-def _mysql_extras(engine: Engine, schema: str | None, name: str) -> tuple[dict[str, str | None], set[str]]:
-    schema_sql = ":schema" if schema else "DATABASE()"
-    params = {"name": name, "schema": schema} if schema else {"name": name}
-    with engine.connect() as conn:
-        charsets = {
-            str(r[0]): (str(r[1]) if r[1] is not None else None)
-            for r in conn.execute(
-                sa.text(
-                    "SELECT COLUMN_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
-                    f"WHERE TABLE_SCHEMA = {schema_sql} AND TABLE_NAME = :name"
-                ),
-                params,
-            )
-        }
-        json_cols: set[str] = set()
-        try:
-            checks = conn.execute(
-                sa.text(
-                    "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-                    f"WHERE CONSTRAINT_SCHEMA = {schema_sql} AND TABLE_NAME = :name"
-                ),
-                params,
-            ).all()
-        except sa.exc.DBAPIError:  # servers without the view have no JSON alias either
-            checks = []
-        for (clause,) in checks:
-            match = _JSON_CHECK.search(str(clause))
-            if match:
-                found = match.group(1)
-                json_cols.add(found[1:-1].replace("``", "`") if found.startswith("`") else found)
-    return charsets, json_cols
-
-
-def _mysql_name(reflected: str, known: set[str]) -> str:
-    """The real name of a column SQLAlchemy reflected from MariaDB (``known``: the names the
-    information schema lists)."""
-    if reflected in known:
-        return reflected
-    plain = reflected.replace("``", "`")
-    return plain if plain in known else reflected
 
 
 def reflect_table(engine: Engine, table: str) -> TableInfo | None:
@@ -313,28 +191,25 @@ def reflect_table(engine: Engine, table: str) -> TableInfo | None:
     for ix in insp.get_indexes(name, schema=schema):
         if ix.get("unique") and all(c is not None for c in ix["column_names"]):
             uniques.append(tuple(str(c) for c in ix["column_names"]))
-    pg: dict[str, tuple[int, str]] = {}
-    charsets: dict[str, str | None] = {}
-    json_cols: set[str] = set()
-    if dialect == "postgresql":
-        pg = _pg_extras(engine, schema, name)
-    elif dialect == "mysql":
-        charsets, json_cols = _mysql_extras(engine, schema, name)
-    if dialect == "mysql":  # SQLAlchemy reflects MariaDB names with their backticks still doubled
-        known = set(charsets)
-        raw_columns = [{**rc, "name": _mysql_name(str(rc["name"]), known)} for rc in raw_columns]
-        pk = tuple(_mysql_name(c, known) for c in pk)
-        uniques = [tuple(_mysql_name(c, known) for c in u) for u in uniques]
+    impl = impl_for(dialect)
+    extras = impl.catalog_extras(engine, schema, name)
+
+    def real(c: str) -> str:
+        return impl.real_column_name(c, extras)
+
+    raw_columns = [{**rc, "name": real(str(rc["name"]))} for rc in raw_columns]
+    pk = tuple(real(c) for c in pk)
+    uniques = [tuple(real(c) for c in u) for u in uniques]
     columns: list[ColumnInfo] = []
     for rc in raw_columns:
         col_name = str(rc["name"])
         type_ = rc["type"]
-        info = _classify(dialect, type_, {"json": col_name in json_cols})
+        info = _classify(impl, type_, {"json": col_name in extras.json_columns})
         try:
             type_text = str(type_.compile(dialect=engine.dialect))
         except Exception:  # a type the dialect cannot render: show its class
             type_text = type(type_).__name__
-        oid, fmt = pg.get(col_name, (None, None))
+        oid, fmt = extras.pg_types.get(col_name, (None, None))
         columns.append(
             ColumnInfo(
                 name=col_name,
@@ -344,7 +219,7 @@ def reflect_table(engine: Engine, table: str) -> TableInfo | None:
                 has_default=rc.get("default") is not None
                 or bool(rc.get("autoincrement") is True)
                 or bool(rc.get("identity")),
-                charset=charsets.get(col_name),
+                charset=extras.charsets.get(col_name),
                 pg_oid=oid,
                 pg_type=fmt,
                 **info,
@@ -396,13 +271,6 @@ def pair_kind(source: Kind, target: Kind) -> Kind:
     if "uuid" in kinds:
         return "uuid"
     return target
-
-
-@dataclass(frozen=True)
-class ColumnPair:
-    source: ColumnInfo
-    target: ColumnInfo
-    kind: Kind  # the kind values are compared as
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ paramstyle (a literal ``%`` is ``%%`` wherever the driver takes ``%s``).
 from __future__ import annotations
 
 import gc
-import uuid
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -20,14 +19,9 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from orchestrator.copy.schema import Dialect, TableInfo, dialect_of, quote_identifier
-
-# MariaDB session for writing: strict (an unrepresentable value is an error, never a warning
-# with a truncated value), and an explicit 0 in an AUTO_INCREMENT key stays 0.
-MYSQL_SQL_MODE = (
-    "STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,"
-    "ERROR_FOR_DIVISION_BY_ZERO,NO_ZERO_DATE,NO_ZERO_IN_DATE"
-)
+from orchestrator.copy.columns import Dialect
+from orchestrator.copy.dialects import impl_for
+from orchestrator.copy.schema import TableInfo, dialect_of
 
 
 class TableSql:
@@ -35,12 +29,13 @@ class TableSql:
 
     def __init__(self, engine: Engine, table: TableInfo):
         self.dialect: Dialect = dialect_of(engine)
+        self.impl = impl_for(self.dialect)
         self.table = table
-        self.mark = "?" if self.dialect == "sqlite" else "%s"
+        self.mark = self.impl.paramstyle_mark
 
     def _quote(self, name: str) -> str:
         # quoted for SQL, then for the driver: psycopg and pymysql read a lone % as a placeholder
-        quoted = quote_identifier(self.dialect, name)
+        quoted = self.impl.quote(name)
         return quoted.replace("%", "%%") if self.mark == "%s" else quoted
 
     def q(self, name: str) -> str:
@@ -65,7 +60,7 @@ class TableSql:
         """Rows whose key sorts after ``values``."""
         if len(key) == 1:
             return f"{self.q(key[0])} > {self.mark}", [values[0]]
-        if self.dialect != "mysql":
+        if self.impl.row_value_keys:
             return f"({self.cols(key)}) > ({self.marks(len(key))})", list(values)
         return self._expand(key, values, ">", ">=")
 
@@ -73,7 +68,7 @@ class TableSql:
         """Rows whose key sorts at or before ``values``."""
         if len(key) == 1:
             return f"{self.q(key[0])} <= {self.mark}", [values[0]]
-        if self.dialect != "mysql":
+        if self.impl.row_value_keys:
             return f"({self.cols(key)}) <= ({self.marks(len(key))})", list(values)
         return self._expand(key, values, "<", "<=")
 
@@ -220,9 +215,7 @@ class RawConn:
         self.dbapi.rollback()
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cur = self.dbapi.cursor()
-        if self.dialect == "postgresql":  # JSON as its text, as stream_rows reads it
-            _pg_text_json_loaders(cur)
+        cur = impl_for(self.dialect).fetch_cursor(self.dbapi)
         try:
             cur.execute(sql, tuple(params))
             return [tuple(r) for r in cur.fetchall()]
@@ -242,17 +235,18 @@ class RawConn:
 def raw_connection(engine: Engine) -> Iterator[RawConn]:
     """A DBAPI connection with the session settings copies rely on.
 
-    MariaDB connections get a strict ``sql_mode`` and a UTC ``time_zone``; they are discarded
-    afterwards instead of going back to the pool, so the settings never leak to other users.
+    The dialect sets the session up (``prepare_session``: MariaDB connections get a strict
+    ``sql_mode`` and a UTC ``time_zone``); where that changes settings (``discard_sessions``) the
+    connection is discarded afterwards instead of going back to the pool, so the settings never
+    leak to other users.
     """
     dialect = dialect_of(engine)
+    impl = impl_for(dialect)
     proxy = engine.raw_connection()
     conn = RawConn(dialect, proxy.driver_connection, proxy)
-    discard = dialect == "mysql"
+    discard = impl.discard_sessions
     try:
-        if dialect == "mysql":
-            conn.execute("SET SESSION sql_mode = %s, time_zone = '+00:00'", (MYSQL_SQL_MODE,))
-            conn.commit()
+        impl.prepare_session(conn)
         yield conn
         try:
             conn.rollback()
@@ -268,28 +262,12 @@ def raw_connection(engine: Engine) -> Iterator[RawConn]:
             proxy.close()
 
 
-def _pg_text_json_loaders(cur: Any) -> None:
-    from psycopg.types.string import TextLoader
-
-    cur.adapters.register_loader("json", TextLoader)
-    cur.adapters.register_loader("jsonb", TextLoader)
-
-
 def stream_rows(
     conn: RawConn, sql: str, params: Sequence[Any], chunk: int
 ) -> Generator[list[tuple[Any, ...]], None, None]:
     """Rows of a query in lists of at most ``chunk``, read with a server-side cursor where the
     driver has one, so memory does not grow with the result."""
-    if conn.dialect == "postgresql":
-        cur = conn.dbapi.cursor(name=f"migrate_copy_{uuid.uuid4().hex[:12]}")
-        _pg_text_json_loaders(cur)
-        cur.itersize = chunk
-    elif conn.dialect == "mysql":
-        import pymysql.cursors
-
-        cur = conn.dbapi.cursor(pymysql.cursors.SSCursor)
-    else:
-        cur = conn.dbapi.cursor()
+    cur = impl_for(conn.dialect).stream_cursor(conn.dbapi, chunk)
     try:
         cur.execute(sql, tuple(params))
         while True:

@@ -1,6 +1,16 @@
 """Per-dialect behaviour of the copy engine: one ``DialectImpl`` per database, found by name."""
 
 from orchestrator.copy.dialects import mysql, postgresql, sqlite
-from orchestrator.copy.dialects.base import DialectImpl, Field, TextRender, impl_for
+from orchestrator.copy.dialects.base import CatalogExtras, DialectImpl, Field, TextRender, impl_for, impl_for_sqlalchemy
 
-__all__ = ["DialectImpl", "Field", "TextRender", "impl_for", "mysql", "postgresql", "sqlite"]
+__all__ = [
+    "CatalogExtras",
+    "DialectImpl",
+    "Field",
+    "TextRender",
+    "impl_for",
+    "impl_for_sqlalchemy",
+    "mysql",
+    "postgresql",
+    "sqlite",
+]

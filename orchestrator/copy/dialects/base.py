@@ -5,18 +5,25 @@ The engine asks ``impl_for(name)`` instead of branching on the dialect, the way 
 ``ddl/impl.py`` registers one ``DefaultImpl`` subclass per dialect. The change capture of live
 copies (triggers, a change-log table, replay) will be more methods here, one implementation per
 dialect module.
+
+Layering: at run time this package imports only ``columns`` (plain values) from the rest of the
+copy engine, so that reflection (``schema``) and SQL text and connections (``streams``) can ask
+it; their classes appear here in annotations only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy.engine import Engine
 
-from orchestrator.copy.schema import ColumnInfo, ColumnPair, Dialect, Kind, TableInfo
-from orchestrator.copy.streams import RawConn, TableSql
+from orchestrator.copy.columns import ColumnInfo, ColumnPair, Dialect, Kind
+
+if TYPE_CHECKING:
+    from orchestrator.copy.schema import TableInfo
+    from orchestrator.copy.streams import RawConn, TableSql
 
 TAB = "\t"
 SPECIAL_CODES = ((92, "\\\\"), (8, "\\b"), (9, "\\t"), (10, "\\n"), (11, "\\v"), (12, "\\f"), (13, "\\r"))
@@ -42,6 +49,15 @@ class TextRender:
     marks: str  # per row: backslashes the line holds that no value put there
     columns: int
     exact: bool  # every column is written in PostgreSQL's normal form
+
+
+@dataclass(frozen=True)
+class CatalogExtras:
+    """What reflection reads from the database's own catalog, beyond SQLAlchemy's inspector."""
+
+    pg_types: Mapping[str, tuple[int, str]] = field(default_factory=dict)  # column: (type oid, format_type())
+    charsets: Mapping[str, str | None] = field(default_factory=dict)  # column: character set; every column
+    json_columns: frozenset[str] = frozenset()  # text columns that hold JSON (a json_valid() check)
 
 
 def decimal_fits(s: ColumnInfo, t: ColumnInfo) -> bool:
@@ -75,6 +91,7 @@ class DialectImpl:
     then takes its generic path."""
 
     name: ClassVar[Dialect]
+    sqlalchemy_names: ClassVar[tuple[str, ...]]  # the SQLAlchemy dialect names this class serves
     lines_cast: ClassVar[str] = "BLOB"  # the type COPY text lines are cast to when read
 
     speaks_copy: ClassVar[bool] = False  # COPY FROM STDIN / TO STDOUT (PostgreSQL)
@@ -91,6 +108,55 @@ class DialectImpl:
     column_charsets: ClassVar[bool] = False  # each text column has its own character set
     temporal_as_text: ClassVar[bool] = False  # dates, times and datetimes written as ISO text
     native_uuid: ClassVar[bool] = False  # a uuid column takes uuid.UUID values
+
+    # SQL text (see streams.TableSql)
+    quote_char: ClassVar[str] = '"'  # identifiers are quoted with it, and it is doubled inside
+    paramstyle_mark: ClassVar[str] = "%s"  # the driver's placeholder
+    row_value_keys: ClassVar[bool] = True  # keyset predicates as (a, b) > (x, y), else column by column
+
+    # sessions (see streams.raw_connection)
+    discard_sessions: ClassVar[bool] = False  # prepare_session changes settings: never pool the connection again
+
+    # reflection and column kinds (see schema.reflect_table)
+    folds_names: ClassVar[bool] = False  # column names also match case-insensitively
+    declared_lengths: ClassVar[bool] = True  # string and binary columns keep their declared length
+    binary_lengths: ClassVar[bool] = False  # binary types declare a maximum length (VARBINARY(n), BLOB...)
+    text_type_bytes: ClassVar[Mapping[str, int]] = {}  # byte limits of text/blob types declared without a length
+    integer_bits: ClassVar[int | None] = None  # every integer column has this many bits, else by its type
+    tinyint1_boolean: ClassVar[bool] = False  # BOOLEAN is spelled TINYINT(1)
+    default_decimal: ClassVar[tuple[int, int] | None] = None  # (precision, scale) of a bare DECIMAL
+    timezone_datetimes: ClassVar[bool] = False  # a datetime column can store an absolute instant
+
+    def quote(self, name: str) -> str:
+        """``name`` quoted for SQL text: always quoted, its quote character doubled. Nothing is
+        escaped for a driver's paramstyle here (see ``TableSql``), unlike SQLAlchemy's preparer,
+        which doubles ``%`` for drivers that take ``%s``."""
+        mark = self.quote_char
+        return mark + name.replace(mark, mark + mark) + mark
+
+    def fractional_digits(self, type_: Any) -> int | None:
+        """Fractional-second digits of a reflected datetime or time type; None where the
+        dialect declares none (the column then keeps ``ColumnInfo``'s default)."""
+        return None
+
+    def catalog_extras(self, engine: Engine, schema: str | None, name: str) -> CatalogExtras:
+        """What the database's catalog says about table ``name`` beyond the inspector."""
+        return CatalogExtras()
+
+    def real_column_name(self, reflected: str, extras: CatalogExtras) -> str:
+        """The real name of a column the inspector reflected as ``reflected``."""
+        return reflected
+
+    def fetch_cursor(self, dbapi: Any) -> Any:
+        """A cursor of ``dbapi`` for reading a whole result, values as ``stream_cursor`` gives them."""
+        return dbapi.cursor()
+
+    def stream_cursor(self, dbapi: Any, chunk: int) -> Any:
+        """A cursor of ``dbapi`` that reads a result in chunks (server-side where the driver can)."""
+        return dbapi.cursor()
+
+    def prepare_session(self, conn: RawConn) -> None:
+        """Set up a connection just taken from the pool with the settings copies rely on."""
 
     def canon_expr(self, sql: TableSql, col: ColumnInfo, kind: Kind) -> str | None:
         """The column's canonical text computed in SQL, or None (then Python computes it)."""
@@ -133,14 +199,24 @@ class DialectImpl:
 
 
 _REGISTRY: dict[str, DialectImpl] = {}
+_BY_SQLALCHEMY_NAME: dict[str, DialectImpl] = {}
 
 
 def register(cls: type[DialectImpl]) -> type[DialectImpl]:
     """Class decorator: make ``cls`` the implementation of its dialect."""
-    _REGISTRY[cls.name] = cls()
+    impl = cls()
+    _REGISTRY[cls.name] = impl
+    for name in cls.sqlalchemy_names:
+        _BY_SQLALCHEMY_NAME[name] = impl
     return cls
 
 
 def impl_for(name: str) -> DialectImpl:
     """The implementation registered for dialect ``name``."""
     return _REGISTRY[name]
+
+
+def impl_for_sqlalchemy(name: str) -> DialectImpl | None:
+    """The implementation serving SQLAlchemy dialect ``name`` (``mariadb`` too is ``mysql``
+    here), or None for a database copies do not support."""
+    return _BY_SQLALCHEMY_NAME.get(name)

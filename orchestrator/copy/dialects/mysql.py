@@ -1,13 +1,21 @@
 """MariaDB/MySQL: canonical lines and their digest in SQL, COPY text rendered by the server
-(``GROUP_CONCAT``), and the row estimate."""
+(``GROUP_CONCAT``), the row estimate, the strict session copies write in, and the reflection
+quirks (character sets, JSON columns, names SQLAlchemy reflects with doubled backticks)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from orchestrator.copy.columns import ColumnInfo, ColumnPair, Kind
 from orchestrator.copy.dialects.base import (
     SPECIAL_CODES,
     TAB,
+    CatalogExtras,
     DialectImpl,
     Field,
     decimal_fits,
@@ -15,8 +23,31 @@ from orchestrator.copy.dialects.base import (
     string_fits,
     text_target,
 )
-from orchestrator.copy.schema import ColumnInfo, ColumnPair, Kind, TableInfo
-from orchestrator.copy.streams import RawConn, TableSql
+
+if TYPE_CHECKING:
+    from orchestrator.copy.schema import TableInfo
+    from orchestrator.copy.streams import RawConn, TableSql
+
+# the session copies write in: strict (an unrepresentable value is an error, never a warning
+# with a truncated value), and an explicit 0 in an AUTO_INCREMENT key stays 0
+SQL_MODE = (
+    "STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,"
+    "ERROR_FOR_DIVISION_BY_ZERO,NO_ZERO_DATE,NO_ZERO_IN_DATE"
+)
+
+# the byte limits of the text and blob types, which have no declared length
+TEXT_TYPE_BYTES = {
+    "TINYTEXT": 255,
+    "TEXT": 65_535,
+    "MEDIUMTEXT": 16_777_215,
+    "LONGTEXT": 4_294_967_295,
+    "TINYBLOB": 255,
+    "BLOB": 65_535,
+    "MEDIUMBLOB": 16_777_215,
+    "LONGBLOB": 4_294_967_295,
+}
+
+_JSON_CHECK = re.compile(r"json_valid\((`(?:[^`]|``)+`|[^`)]+)\)", re.IGNORECASE)
 
 # MariaDB: CHAR(92 USING utf8mb4) is a backslash whatever the sql_mode says about escapes
 _M_BS = "CHAR(92 USING utf8mb4)"
@@ -111,13 +142,88 @@ _FIELDS: dict[str, FieldFn] = {
 }
 
 
+def _charsets(conn: sa.Connection, schema_sql: str, params: dict[str, Any]) -> dict[str, str | None]:
+    rows = conn.execute(
+        sa.text(
+            "SELECT COLUMN_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
+            f"WHERE TABLE_SCHEMA = {schema_sql} AND TABLE_NAME = :name"
+        ),
+        params,
+    )
+    return {str(r[0]): (str(r[1]) if r[1] is not None else None) for r in rows}
+
+
+def _json_columns(conn: sa.Connection, schema_sql: str, params: dict[str, Any]) -> set[str]:
+    """The columns a ``json_valid()`` check constrains: MariaDB's JSON is LONGTEXT with one."""
+    try:
+        checks = conn.execute(
+            sa.text(
+                "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                f"WHERE CONSTRAINT_SCHEMA = {schema_sql} AND TABLE_NAME = :name"
+            ),
+            params,
+        ).all()
+    except sa.exc.DBAPIError:  # servers without the view have no JSON alias either
+        checks = []
+    json_cols: set[str] = set()
+    for (clause,) in checks:
+        match = _JSON_CHECK.search(str(clause))
+        if match:
+            found = match.group(1)
+            json_cols.add(found[1:-1].replace("``", "`") if found.startswith("`") else found)
+    return json_cols
+
+
+def _real_name(reflected: str, known: Collection[str]) -> str:
+    """The real name of a column SQLAlchemy reflected from MariaDB (``known``: the names the
+    information schema lists)."""
+    if reflected in known:
+        return reflected
+    plain = reflected.replace("``", "`")
+    return plain if plain in known else reflected
+
+
 @register
 class MysqlImpl(DialectImpl):
     name = "mysql"
+    sqlalchemy_names = ("mysql", "mariadb")
     renders_copy_text = True
     finite_floats_only = True
     column_charsets = True
     lines_cast = "BINARY"
+    quote_char = "`"
+    row_value_keys = False
+    discard_sessions = True
+    folds_names = True
+    text_type_bytes = TEXT_TYPE_BYTES
+    binary_lengths = True
+    tinyint1_boolean = True
+    default_decimal = (10, 0)
+
+    def fractional_digits(self, type_: Any) -> int | None:
+        return getattr(type_, "fsp", None) or 0
+
+    def catalog_extras(self, engine: Engine, schema: str | None, name: str) -> CatalogExtras:
+        schema_sql = ":schema" if schema else "DATABASE()"
+        params = {"name": name, "schema": schema} if schema else {"name": name}
+        with engine.connect() as conn:
+            charsets = _charsets(conn, schema_sql, params)
+            json_cols = _json_columns(conn, schema_sql, params)
+        return CatalogExtras(charsets=charsets, json_columns=frozenset(json_cols))
+
+    def real_column_name(self, reflected: str, extras: CatalogExtras) -> str:
+        # SQLAlchemy reflects MariaDB names with their backticks still doubled
+        return _real_name(reflected, extras.charsets)
+
+    def stream_cursor(self, dbapi: Any, chunk: int) -> Any:
+        import pymysql.cursors
+
+        return dbapi.cursor(pymysql.cursors.SSCursor)
+
+    def prepare_session(self, conn: RawConn) -> None:
+        # strict, and in UTC; discard_sessions keeps these settings from leaking to other users
+        conn.execute("SET SESSION sql_mode = %s, time_zone = '+00:00'", (SQL_MODE,))
+        conn.commit()
 
     def canon_expr(self, sql: TableSql, col: ColumnInfo, kind: Kind) -> str | None:
         x = sql.q(col.name)

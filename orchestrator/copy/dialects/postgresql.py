@@ -1,22 +1,67 @@
-"""PostgreSQL: canonical lines and their digest computed in SQL, and the row estimate."""
+"""PostgreSQL: canonical lines and their digest computed in SQL, the row estimate, type oids
+from the catalog, and cursors that read JSON as its text."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.copy.dialects.base import DialectImpl, register
-from orchestrator.copy.schema import ColumnInfo, Kind, TableInfo
-from orchestrator.copy.streams import RawConn, TableSql
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from orchestrator.copy.columns import ColumnInfo, Kind
+from orchestrator.copy.dialects.base import CatalogExtras, DialectImpl, register
+
+if TYPE_CHECKING:
+    from orchestrator.copy.schema import TableInfo
+    from orchestrator.copy.streams import RawConn, TableSql
+
+
+def _text_json_loaders(cur: Any) -> None:
+    from psycopg.types.string import TextLoader
+
+    cur.adapters.register_loader("json", TextLoader)
+    cur.adapters.register_loader("jsonb", TextLoader)
 
 
 @register
 class PostgresqlImpl(DialectImpl):
     name = "postgresql"
+    sqlalchemy_names = ("postgresql",)
     speaks_copy = True
     native_boolean = True
     special_decimals = True
     rejects_nul = True
     native_uuid = True
+    timezone_datetimes = True
+
+    def fractional_digits(self, type_: Any) -> int | None:
+        precision = getattr(type_, "precision", None)
+        return 6 if precision is None else int(precision)
+
+    def catalog_extras(self, engine: Engine, schema: str | None, name: str) -> CatalogExtras:
+        # a value, not SQL text: quoted for PostgreSQL, with no escaping for the driver
+        qualified = (self.quote(schema) + "." if schema else "") + self.quote(name)
+        sql = sa.text(
+            "SELECT a.attname, a.atttypid::int, format_type(a.atttypid, a.atttypmod) "
+            "FROM pg_attribute a WHERE a.attrelid = to_regclass(:rel) "
+            "AND a.attnum > 0 AND NOT a.attisdropped"
+        )
+        with engine.connect() as conn:
+            rows = conn.execute(sql, {"rel": qualified}).all()
+        return CatalogExtras(pg_types={str(r[0]): (int(r[1]), str(r[2])) for r in rows})
+
+    def fetch_cursor(self, dbapi: Any) -> Any:
+        cur = dbapi.cursor()
+        _text_json_loaders(cur)  # JSON as its text, as stream_cursor reads it
+        return cur
+
+    def stream_cursor(self, dbapi: Any, chunk: int) -> Any:
+        cur = dbapi.cursor(name=f"migrate_copy_{uuid.uuid4().hex[:12]}")
+        _text_json_loaders(cur)
+        cur.itersize = chunk
+        return cur
 
     def canon_expr(self, sql: TableSql, col: ColumnInfo, kind: Kind) -> str | None:
         x = sql.q(col.name)

@@ -1,15 +1,18 @@
 """SQLite: COPY text rendered by ``group_concat`` over a key range (SQLite has no catalog
-estimate and no canonical lines in SQL)."""
+estimate and no canonical lines in SQL); ``?`` placeholders, 64-bit integers, lengths not kept."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
+from orchestrator.copy.columns import ColumnInfo, ColumnPair
 from orchestrator.copy.dialects.base import SPECIAL_CODES, TAB, DialectImpl, Field, register, text_target
-from orchestrator.copy.schema import ColumnInfo, ColumnPair
-from orchestrator.copy.streams import RawConn, TableSql
+
+if TYPE_CHECKING:
+    from orchestrator.copy.streams import RawConn, TableSql
 
 # SQLite: string literals have no escapes, so '\N' is a backslash and an N
 _S_NULL = "'\\N'"
@@ -140,12 +143,17 @@ _FIELDS: dict[str, FieldFn] = {
 @register
 class SqliteImpl(DialectImpl):
     name = "sqlite"
+    sqlalchemy_names = ("sqlite",)
     renders_copy_text = True
     in_process = True
     decimals_as_float = True
     single_floats = False
     temporal_as_text = True
     lines_cast = "BLOB"
+    paramstyle_mark = "?"
+    folds_names = True
+    declared_lengths = False  # a declared length is not enforced: values of any length fit
+    integer_bits = 64  # every INTEGER holds 64 bits, whatever the declared type says
 
     def text_field(self, sql: TableSql, pair: ColumnPair) -> Field | None:
         fn = _FIELDS.get(pair.target.kind)
