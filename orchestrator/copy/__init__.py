@@ -5,7 +5,7 @@ values), ``schema`` (reflection, the copy plan), ``streams`` and ``writers`` (SQ
 connections, readers, writers), ``blocks`` (SQL the databases run), ``values``, ``convert`` and
 ``keys`` (what values mean, conversions for the target, canonical forms), ``checkpoint``,
 ``copier``, ``pipeline``, ``preexisting`` and ``engine`` (the copy itself), ``verify``,
-``revert`` and ``errors``; per-dialect behaviour in ``dialects/``, one class per database.
+``cutover``, ``revert`` and ``errors``; per-dialect behaviour in ``dialects/``, one class per database.
 """
 
 from orchestrator.copy.checkpoint import CheckpointStore, CopyCheckpoint, PreexistingKeys, ProgressCallback

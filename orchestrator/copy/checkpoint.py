@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
 
 from orchestrator.copy.values import (
     decode_value,
@@ -14,6 +14,8 @@ from orchestrator.copy.values import (
 )
 
 ProgressCallback = Callable[[int, "int | None"], None]
+CutoverState = Literal["pending", "cutting", "done"]
+CUTOVER_STATES: tuple[CutoverState, ...] = ("pending", "cutting", "done")
 
 
 @dataclass(frozen=True)
@@ -97,18 +99,34 @@ class CopyCheckpoint:
     rows_copied: int
     preexisting: PreexistingKeys = field(default_factory=PreexistingKeys)
     rows_skipped: int = 0
+    # Where the copy stands against its cut-over (SPEC section 9): "pending" (copied and
+    # verified; the source is still the truth), "cutting" (the cut-over began: the `before`
+    # revision may have run), "done"; None for a copy still running, or one recorded before
+    # cut-overs existed (treated as cut over: its revert carries rows back).
+    cutover: CutoverState | None = None
+    blocked_seconds: float | None = None  # how long the cut-over blocked writers
+
+    @property
+    def cut_over(self) -> bool:
+        """Whether a revert must carry the target's rows back (else it only deletes them)."""
+        return self.cutover != "pending"
+
+    def with_cutover(self, state: CutoverState | None, blocked_seconds: float | None = None) -> CopyCheckpoint:
+        return replace(self, cutover=state, blocked_seconds=blocked_seconds)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "last_key": None if self.last_key is None else [encode_value(v) for v in self.last_key],
-                "rows_copied": self.rows_copied,
-                "rows_skipped": self.rows_skipped,
-                "preexisting": self.preexisting.to_obj(),
-            },
-            sort_keys=True,
-        )
+        obj: dict[str, Any] = {
+            "format": CHECKPOINT_FORMAT,
+            "last_key": None if self.last_key is None else [encode_value(v) for v in self.last_key],
+            "rows_copied": self.rows_copied,
+            "rows_skipped": self.rows_skipped,
+            "preexisting": self.preexisting.to_obj(),
+        }
+        if self.cutover is not None:
+            obj["cutover"] = self.cutover
+        if self.blocked_seconds is not None:
+            obj["blocked_seconds"] = round(self.blocked_seconds, 6)
+        return json.dumps(obj, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> CopyCheckpoint:
@@ -121,7 +139,17 @@ class CopyCheckpoint:
             rows_copied=int(obj["rows_copied"]),
             preexisting=PreexistingKeys.from_obj(obj.get("preexisting") or {}),
             rows_skipped=int(obj.get("rows_skipped", 0)),
+            cutover=_cutover_state(obj.get("cutover")),
+            blocked_seconds=obj.get("blocked_seconds"),
         )
+
+
+def _cutover_state(value: object) -> CutoverState | None:
+    if value is None:
+        return None
+    if value not in CUTOVER_STATES:
+        raise ValueError(f"not a cut-over state: {value!r}")
+    return value
 
 
 class CheckpointStore(Protocol):

@@ -201,10 +201,17 @@ class RevertPreview:
     to_insert: int  # of those, keys the source lacks
     to_update: int  # of those, rows the source holds with other values
     source_missing: bool  # the source table does not exist (yet): every row would be inserted
+    cut_over: bool = True  # False: the source is still the truth, rows are only deleted
 
     def describe(self, spec: CopySpec) -> str:
         if self.copied_rows == 0:
             return f"nothing to revert: {spec.target} holds no row this copy wrote"
+        if not self.cut_over:
+            return (
+                f"delete the {self.copied_rows} copied rows from {spec.target}.{spec.target_table}; "
+                f"{spec.source}.{spec.table} is left as it is (the copy has not cut over, so the "
+                "source still holds every row and every later write)"
+            )
         same = self.copied_rows - self.to_insert - self.to_update
         where = f"{spec.source}.{spec.table}"
         carry = (
@@ -221,6 +228,8 @@ def preview_revert(spec: CopySpec, source: Engine, target: Engine, checkpoint: C
     """Count what ``revert_copy`` would carry back and delete; writes nothing."""
     if checkpoint is None or reflect_table(target, spec.target_table) is None:
         return RevertPreview(0, 0, 0, False)
+    if not checkpoint.cut_over and reflect_table(source, spec.table) is not None:
+        return RevertPreview(_count_copied(spec, target, checkpoint), 0, 0, False, cut_over=False)
     if reflect_table(source, spec.table) is None:
         # The source table is re-created by a downgrade that runs before the revert: every
         # copied row will be inserted into it.
@@ -257,6 +266,10 @@ def revert_copy(
     checkpoint = store.load()
     if checkpoint is None:  # the copy never began: it wrote nothing
         return RevertResult(0, 0, time.monotonic() - started)
+    if not checkpoint.cut_over and reflect_table(source, spec.table) is not None:
+        # (a source table gone without a cut-over on record is not trusted: the path below
+        # refuses until it exists again, and then carries every row back)
+        return _delete_only(spec, source, target, store, checkpoint, on_progress, started)
     if reflect_table(source, spec.table) is None:
         raise CopyRevertError(
             f"{where_filter(spec, 'source')}: the table does not exist, so the copied rows cannot be restored into it",
@@ -277,3 +290,41 @@ def revert_copy(
         ) from exc
     store.save(CopyCheckpoint(None, 0, pre, 0))
     return RevertResult(inserted, deleted, time.monotonic() - started, rows_updated_in_source=updated)
+
+
+def _count_copied(spec: CopySpec, target: Engine, checkpoint: CopyCheckpoint) -> int:
+    info = reflect_table(target, spec.target_table)
+    assert info is not None
+    with raw_connection(target) as tgt:
+        total = int(tgt.fetch(TableSql(target, info).count())[0][0])
+        tgt.rollback()
+    return max(0, total - checkpoint.preexisting.count)
+
+
+def _delete_only(
+    spec: CopySpec,
+    source: Engine,
+    target: Engine,
+    store: CheckpointStore,
+    checkpoint: CopyCheckpoint,
+    on_progress: ProgressCallback | None,
+    started: float,
+) -> RevertResult:
+    """The revert of a copy that has not cut over: until cut-over the source is the truth
+    (writes after the copy went there), so only the rows the copy inserted are deleted and
+    nothing is carried back (SPEC section 9)."""
+    pre = checkpoint.preexisting
+    if reflect_table(target, spec.target_table) is None:
+        deleted = 0
+    else:
+        try:
+            deleted = delete_copied(build_plan(spec, source, target), target, pre, on_progress)
+        except CopyError:
+            raise
+        except Exception as exc:
+            raise CopyRevertError(
+                f"copy '{spec.name}': removing the copied rows failed: {first_line(exc)}",
+                "fix the cause and revert again: a revert can be repeated safely",
+            ) from exc
+    store.save(CopyCheckpoint(None, 0, pre, 0))
+    return RevertResult(0, deleted, time.monotonic() - started)

@@ -212,6 +212,11 @@ class _CanonRows:
         return out
 
 
+def canon_rows(copier: Copier, side: int) -> _CanonRows:
+    """Rows of one side (0: source, 1: target) in key order, with Python's canonical forms."""
+    return _CanonRows(copier, side, in_db=False)
+
+
 def _db_text(value: Any) -> str:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", "surrogateescape")

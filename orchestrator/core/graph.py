@@ -312,6 +312,10 @@ class FleetGraph:
                 out |= _reach(self._succ, node)
         return out
 
+    def copies_before(self, node: str) -> tuple[str, ...]:
+        """The copy nodes that name ``node`` in their ``before``."""
+        return tuple(sorted(u for u, kind in self._pred.get(node, {}).items() if kind == "before"))
+
     def predecessors(self, node: str) -> list[str]:
         return sorted(self._pred[node], key=self._sort_key.__getitem__)
 

@@ -7,7 +7,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 from orchestrator.core.manifest import state_url
-from orchestrator.core.model import CopyStep, DowngradeStep, Plan, RevertCopyStep, Step, UpgradeStep
+from orchestrator.core.model import CopySpec, CopyStep, DowngradeStep, Plan, RevertCopyStep, Step, UpgradeStep
 from orchestrator.errors import EXIT_OK, EXIT_STEP_FAILED, MigrateError
 from orchestrator.events import Event, Notice, Observer, RunFinished, RunStarted
 from orchestrator.project import Project, observe
@@ -33,6 +33,17 @@ def _step_row(seq: int, step: Step) -> dict[str, Any]:
     if isinstance(step, UpgradeStep | DowngradeStep):
         row.update(service=step.service, revision=step.revision, checksum=step.checksum or None)
     return row
+
+
+def _services_of(project: Project, plan: Plan) -> list[str]:
+    """The plan's services, and those of the copies cutting over before one of its steps."""
+    names = list(plan.services)
+    for step in plan.steps:
+        if isinstance(step, UpgradeStep):
+            for copy in project.graph.copies_before(step.id):
+                spec = project.graph.copies[copy]
+                names += [n for n in (spec.source, spec.target) if n not in names]
+    return names
 
 
 def _resource(step: Step, project: Project, env: str) -> tuple[str, ...]:
@@ -75,7 +86,7 @@ class Runner:
             env=self.env,
             state_url=state_url(project.manifest, self.env, project.environ),
             specs={name: svc.spec for name, svc in project.graph.services.items()},
-            urls={name: project.url(self.env, name) for name in plan.services},
+            urls={name: project.url(self.env, name) for name in _services_of(project, plan)},
         )
 
     def emit(self, event: Event) -> None:
@@ -88,7 +99,15 @@ class Runner:
             for s in steps
         )
         if isinstance(first, UpgradeStep | DowngradeStep):
-            return Unit(first.kind, items, service=first.service, done_status=done_status, fail_status=fail_status)
+            cutovers = self.cutovers(steps) if isinstance(first, UpgradeStep) else ()
+            return Unit(
+                first.kind,
+                items,
+                service=first.service,
+                done_status=done_status,
+                fail_status=fail_status,
+                cutovers=cutovers,
+            )
         assert isinstance(first, CopyStep | RevertCopyStep)
         return Unit(
             first.kind,
@@ -97,6 +116,18 @@ class Runner:
             done_status=done_status,
             fail_status=fail_status,
         )
+
+    def cutovers(self, steps: list[Step]) -> tuple[tuple[str, tuple[CopySpec, ...]], ...]:
+        """For each revision among ``steps``, the copies that cut over just before it: those
+        naming it in their ``before`` (the first of those to run cuts over; the others find it done)."""
+        graph = self.project.graph
+        out = []
+        for step in steps:
+            assert isinstance(step, UpgradeStep)
+            specs = tuple(graph.copies[c] for c in graph.copies_before(step.id))
+            if specs:
+                out.append((step.revision, specs))
+        return tuple(out)
 
     def _record(self, result: UnitResult) -> None:
         for seq, node, at in result.done:
@@ -242,7 +273,7 @@ class Runner:
         rows = self.journal.run_steps(self.run_id)
         outcomes = tuple(StepOutcome(r["node"], r["kind"], r["status"], r["seconds"], r["error"]) for r in rows)
         if code == EXIT_STEP_FAILED and not next_steps:
-            next_steps = ("fix the failing revision, then `migrate apply --env " + self.env + "`",)
+            next_steps = ("fix the cause of the failed step, then `migrate apply --env " + self.env + "`",)
         return RunResult(
             self.env,
             self.kind,

@@ -14,11 +14,13 @@ import sqlalchemy as sa
 
 from orchestrator.core.model import CopySpec, ServiceSpec
 from orchestrator.core.redact import redact_text
+from orchestrator.errors import MigrateError
 from orchestrator.events import CopyProgress, Event, StepFailed, StepFinished, StepStarted
+from orchestrator.run.cutover import Cutovers
 from orchestrator.runtime.alembic_runner import StatementLog, run_revisions
 from orchestrator.runtime.engines import create_engine, dialect_of, engine_for
 from orchestrator.runtime.journal import Journal, now_iso
-from orchestrator.runtime.readback import NotMigratedError, StepReadback
+from orchestrator.runtime.readback import StepReadback
 
 Emit = Callable[[Event], None]
 
@@ -36,6 +38,8 @@ class Unit:
     items: tuple[Item, ...]
     service: str | None = None
     copy: CopySpec | None = None
+    # revision id -> the copies it is the first `before` of: they cut over just before it runs
+    cutovers: tuple[tuple[str, tuple[CopySpec, ...]], ...] = ()
     # Where the step rows live: for compensation these are the original apply rows.
     done_status: str = "applied"
     fail_status: str = "failed"
@@ -95,6 +99,10 @@ def _run_revisions(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -
             emit(event)
         finished.clear()
 
+    mysql = dialect_of(url) in ("mysql", "mariadb")
+    cutovers = Cutovers(journal, ctx.run_id, spec.name, ctx.urls, dict(unit.cutovers), emit, transactional=not mysql)
+    held: list[sa.Connection] = []  # the unit's connection, once open
+
     def hook(rev: str, event: str) -> None:
         item = by_rev[rev]
         if event == "start":
@@ -102,10 +110,14 @@ def _run_revisions(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -
             started[rev] = time.perf_counter()
             flush([(item.seq, {"status": "running", "started": now_iso()})])
             emit(StepStarted(ctx.run_id, item.node, unit.kind))
+            if upgrade and unit.cutovers:
+                cutovers.start(rev, held[0])
         else:
             seconds = time.perf_counter() - started[rev]
             assert readback is not None
             readback.verify(rev, item.node)  # committed, and in the database given to it
+            if upgrade and unit.cutovers:
+                cutovers.done(rev, held[0])
             values = {"status": unit.done_status, "finished": now_iso(), "seconds": seconds}
             finished.append((item.seq, values, StepFinished(ctx.run_id, item.node, unit.kind, seconds)))
             result.done.append((item.seq, item.node, time.time()))
@@ -115,17 +127,21 @@ def _run_revisions(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -
         # crash half-way through leaves in the journal what may remain.
         journal.step_update(ctx.run_id, by_rev[rev].seq, statements="\n".join(statements))
 
-    mysql = dialect_of(url) in ("mysql", "mariadb")
     log = StatementLog([], on_statement=journal_statements) if mysql else None
     try:
         with engine_for(url) as engine, StepReadback(spec, url, engine, upgrade) as readback, engine.connect() as conn:
-            run_revisions(spec, url, conn, [i.revision for i in unit.items], upgrade, hook, log)
+            held.append(conn)
+            try:
+                run_revisions(spec, url, conn, [i.revision for i in unit.items], upgrade, hook, log)
+            except BaseException:
+                cutovers.failed()
+                raise
         flush()
     except Exception as exc:
         flush()
         done = {seq for seq, _, _ in result.done}
         failing = next((i for i in unit.items if i.seq not in done), unit.items[-1])
-        error = exc.message if isinstance(exc, NotMigratedError) else database_error(exc)
+        error = redact_text(exc.message) if isinstance(exc, MigrateError) else database_error(exc)
         statements = tuple(log.statements) if log is not None and log.current == failing.revision else ()
         journal.step_update(
             ctx.run_id,
@@ -137,6 +153,8 @@ def _run_revisions(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -
         )
         result.failed = (failing.seq, failing.node, error, statements)
         emit(StepFailed(ctx.run_id, failing.node, unit.kind, error, statements))
+    finally:
+        cutovers.close()
     return result
 
 
@@ -189,11 +207,15 @@ class JournalCheckpointStore:
         if self.journal.copy_record(self.name) is not None:
             self.journal.set_copy_record(self.name, self.run_id, "reverting")
 
-    def finish_copy(self) -> None:
-        """The copy completed and verified: its record says so, checkpoint kept for the revert."""
+    def finish_copy(self, awaits_cutover: bool) -> None:
+        """The copy completed and verified: its record says so, checkpoint kept for the revert.
+        A copy with a `before` revision cuts over just before it (``run.cutover``); until then
+        the source is the truth. Without one, its own verification was its cut-over."""
         checkpoint = self.load()
         if checkpoint is None:
             return
+        checkpoint = checkpoint.with_cutover("pending" if awaits_cutover else "done")
+        self._own = checkpoint
         self.journal.set_copy_record(self.name, self.run_id, "copied", checkpoint.to_json())
         self.journal.step_checkpoint(self.run_id, self.seq, checkpoint.to_json(), checkpoint.rows_copied)
 
@@ -240,7 +262,7 @@ def _run_copy(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -> Uni
                 detail = f"finished an interrupted revert first ({rr.rows_restored_to_source} rows restored); "
             copying.preflight(spec, source, target)
             cr = copying.copy_table(spec, source, target, store, on_progress=progress)
-            store.finish_copy()
+            store.finish_copy(awaits_cutover=bool(spec.before))
             detail += f"{cr.rows_copied} rows copied ({cr.rows_per_second:,.0f} rows/s, {cr.method}), verified"
             values = {"rows": cr.rows_copied, "rows_per_second": cr.rows_per_second}
         seconds = time.perf_counter() - t0

@@ -127,6 +127,14 @@ class DialectImpl:
     default_decimal: ClassVar[tuple[int, int] | None] = None  # (precision, scale) of a bare DECIMAL
     timezone_datetimes: ClassVar[bool] = False  # a datetime column can store an absolute instant
 
+    # cut-over (see copy.cutover)
+    block_sql: ClassVar[str] = ""  # blocks writes to the table {table} (quoted), readers go on
+    block_how: ClassVar[str] = ""  # the same, said for the output ({table}: as named)
+    unblock_sql: ClassVar[str | None] = None  # ends the block; None: it ends with the transaction
+    # the block is a session's (LOCK TABLES): held on a connection of its own and handed over
+    hands_over_block: ClassVar[bool] = False
+    session_zone_sql: ClassVar[tuple[str, str] | None] = None  # (read, set) a session's time zone
+
     def quote(self, name: str) -> str:
         """``name`` quoted for SQL text: always quoted, its quote character doubled. Nothing is
         escaped for a driver's paramstyle here (see ``TableSql``), unlike SQLAlchemy's preparer,

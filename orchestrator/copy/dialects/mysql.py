@@ -186,6 +186,11 @@ def _real_name(reflected: str, known: Collection[str]) -> str:
 @register
 class MysqlImpl(DialectImpl):
     name = "mysql"
+    block_sql = "LOCK TABLES {table} READ"
+    block_how = "LOCK TABLES {table} READ (readers go on)"
+    unblock_sql = "UNLOCK TABLES"
+    hands_over_block = True
+    session_zone_sql = ("SELECT @@session.time_zone", "SET time_zone = %s")
     sqlalchemy_names = ("mysql", "mariadb")
     renders_copy_text = True
     finite_floats_only = True

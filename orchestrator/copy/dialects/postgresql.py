@@ -28,6 +28,8 @@ def _text_json_loaders(cur: Any) -> None:
 @register
 class PostgresqlImpl(DialectImpl):
     name = "postgresql"
+    block_sql = "LOCK TABLE {table} IN EXCLUSIVE MODE"
+    block_how = "LOCK TABLE {table} IN EXCLUSIVE MODE (readers go on)"
     sqlalchemy_names = ("postgresql",)
     speaks_copy = True
     native_boolean = True

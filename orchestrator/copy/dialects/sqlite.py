@@ -143,6 +143,8 @@ _FIELDS: dict[str, FieldFn] = {
 @register
 class SqliteImpl(DialectImpl):
     name = "sqlite"
+    block_sql = "DELETE FROM {table} WHERE 0"  # changes nothing, takes the database's write lock
+    block_how = "the SQLite database's write lock (readers go on)"
     sqlalchemy_names = ("sqlite",)
     renders_copy_text = True
     in_process = True

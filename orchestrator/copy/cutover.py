@@ -1,0 +1,248 @@
+"""The cut-over of a copy (SPEC section 9): just before the first ``before`` revision of a copy
+runs, writes to the source table are blocked and the copy is verified again, re-reading the
+source. A ``before`` revision (typically the one that drops the source table) never follows a
+stale copy: a source row written after the copy fails the cut-over, naming how many rows
+differ, before anything is dropped.
+
+How writes are blocked, on the connection that then runs the ``before`` revision, so that no
+write can land between the verification and the revision:
+
+* PostgreSQL: ``LOCK TABLE ... IN EXCLUSIVE MODE`` inside the revision's transaction (readers
+  go on; writers wait until it commits or rolls back).
+* SQLite: a write statement that changes nothing takes the database's write lock inside the
+  revision's transaction (readers go on; every writer of that file waits).
+* MariaDB: ``LOCK TABLES ... READ`` on a connection of its own (readers go on; writers wait).
+  ``LOCK TABLES`` forbids the session that holds it any table it did not lock, so the revision
+  cannot run under it. Instead the block is handed over (``Handoff``): the revision runs on its
+  own connection, and the moment one of its statements that names the source table waits for
+  the table's metadata lock (the ``DROP TABLE`` of a move), the block is released. MariaDB grants
+  that waiting exclusive lock before the writers queued behind the block, so none of them can
+  write between the verification and the drop.
+
+When the ``before`` revision belongs to another service than the copy's source, the block is
+taken on a connection of its own to the source, and held until that revision has committed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from orchestrator.copy.checkpoint import PreexistingKeys
+from orchestrator.copy.copier import Copier, where_filter
+from orchestrator.copy.dialects import DialectImpl, impl_for, impl_for_sqlalchemy
+from orchestrator.copy.errors import CopyFailedError, CopyVerificationError
+from orchestrator.copy.schema import CopyPlan, build_plan, dialect_of, quote_identifier, split_table_name
+from orchestrator.copy.streams import RawConn, raw_connection
+from orchestrator.copy.verify import canon_rows, verify_copy
+from orchestrator.core.model import CopySpec
+
+
+class CopyCutoverError(CopyFailedError):
+    """The source changed after the copy: the cut-over refused to let the drop run."""
+
+    def __init__(self, message: str, hint: str | None = None, *, differing: int):
+        super().__init__(message, hint)
+        self.differing = differing
+
+
+@dataclass(frozen=True)
+class CutoverCheck:
+    rows: int  # rows compared (outside the pre-existing keys)
+    checksum: str
+    how: str  # how writes were blocked, for the output
+
+
+class _Borrowed(RawConn):
+    """The DBAPI connection of a transaction someone else owns: reads only, never ends it."""
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass
+
+
+def _dbapi(conn: sa.Connection) -> Any:
+    return conn.connection.driver_connection
+
+
+def _run(dbapi: Any, sql: str) -> list[tuple[Any, ...]]:
+    cur = dbapi.cursor()
+    try:
+        cur.execute(sql)
+        return list(cur.fetchall()) if cur.description else []
+    finally:
+        cur.close()
+
+
+def _quoted(dialect: str, table: str) -> str:
+    schema, name = split_table_name(table)
+    parts = [name] if not schema else [schema, name]
+    return ".".join(quote_identifier(dialect, p) for p in parts)  # type: ignore[arg-type]
+
+
+def _impl(conn: sa.Connection) -> DialectImpl:
+    impl = impl_for_sqlalchemy(conn.dialect.name)
+    assert impl is not None, conn.dialect.name  # a copy's databases passed preflight
+    return impl
+
+
+def block_writes(conn: sa.Connection, table: str) -> str:
+    """Block writes to ``table`` on ``conn``, inside its open transaction (PostgreSQL, SQLite)
+    or until ``release`` (MariaDB). Returns how, for the output."""
+    impl = _impl(conn)
+    _run(_dbapi(conn), impl.block_sql.format(table=_quoted(impl.name, table)))
+    return impl.block_how.format(table=table)
+
+
+def release(conn: sa.Connection) -> None:
+    """End a block that outlives its transaction (MariaDB); others end with their transaction."""
+    unblock = _impl(conn).unblock_sql
+    if unblock:
+        _run(_dbapi(conn), unblock)
+
+
+def hands_over(conn: sa.Connection) -> bool:
+    """Whether a block on this database is a session's, which the revision cannot run under:
+    it is then held on a connection of its own and handed over (``Handoff``)."""
+    return _impl(conn).hands_over_block
+
+
+def connection_id(conn: sa.Connection) -> int:
+    """The server's id of a MariaDB session, as its process list shows it."""
+    return int(_run(_dbapi(conn), "SELECT CONNECTION_ID()")[0][0])
+
+
+class Handoff:
+    """Hands a MariaDB block held by ``blocker`` over to the session ``runner``, which runs the
+    ``before`` revision: a thread watches the process list, and releases the block as soon as
+    ``runner`` waits for a metadata lock in a statement that names ``table``. ``stop`` releases
+    it in any case (the revision ended without touching the table, or failed)."""
+
+    POLL_SECONDS = 0.002
+
+    def __init__(self, blocker: sa.Connection, runner: int, table: str) -> None:
+        self._dbapi = _dbapi(blocker)
+        self._runner = runner
+        self._name = split_table_name(table)[1].lower()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._released = False
+        self.handed_over: float | None = None  # monotonic time of the hand-over
+        self._thread = threading.Thread(target=self._watch, name="migrate-cutover", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        sql = f"SELECT STATE, INFO FROM information_schema.PROCESSLIST WHERE ID = {self._runner}"
+        while not self._stop.wait(self.POLL_SECONDS):
+            with self._lock:
+                if self._released:
+                    return
+                rows = _run(self._dbapi, sql)
+                state, info = (str(v or "").lower() for v in rows[0]) if rows else ("", "")
+                if "metadata lock" in state and self._name in info:
+                    self._release()
+                    self.handed_over = time.monotonic()
+                    return
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            _run(self._dbapi, "UNLOCK TABLES")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        with self._lock:
+            self._release()
+
+
+@contextmanager
+def _utc(raw: RawConn) -> Iterator[None]:
+    """Compare timestamps in UTC, as the copy wrote them, on a borrowed session that reads
+    them in its own time zone (MariaDB), then give the session its zone back."""
+    zone_sql = impl_for(raw.dialect).session_zone_sql
+    if zone_sql is None:
+        yield
+        return
+    read, set_zone = zone_sql
+    zone = raw.fetch(read)[0][0]
+    raw.execute(set_zone, ("+00:00",))
+    try:
+        yield
+    finally:
+        raw.execute(set_zone, (zone,))
+
+
+def cutover_plan(spec: CopySpec, source: Engine, target: Engine) -> CopyPlan:
+    """The copy's plan, reflected before writes are blocked (reflection uses connections of
+    its own, which must not queue behind the block)."""
+    return build_plan(spec, source, target)
+
+
+def verify_blocked(
+    plan: CopyPlan,
+    conn: sa.Connection,
+    source: Engine,
+    target: Engine,
+    pre: PreexistingKeys,
+    how: str,
+) -> CutoverCheck:
+    """Verify the copy again (count and checksum of every copied column), reading the source
+    on ``conn``, which blocks writes to it. Raises ``CopyCutoverError`` when they differ."""
+    spec = plan.spec
+    proxy = conn.connection
+    src = _Borrowed(dialect_of(source), proxy.driver_connection, proxy)
+    with raw_connection(target) as tgt, _utc(src):
+        copier = Copier(plan, src, tgt, source, target)
+        try:
+            outcome = verify_copy(copier, pre)
+        except CopyVerificationError as exc:
+            differing = count_differences(copier, pre)
+            raise CopyCutoverError(
+                f"cut-over refused: {where_filter(spec, 'source')} changed after the copy "
+                f"({differing} row{'s' if differing != 1 else ''} differ; "
+                f"{exc.message.split('; ', 1)[-1]}), so the revision that follows the copy did not "
+                f"run and nothing was dropped; the source keeps every write, and the copied rows were "
+                f"removed from {spec.target}.{spec.target_table}. Something still writes to "
+                f"{spec.source}.{spec.table}: stop its writers, then apply again, which copies again",
+                differing=differing,
+            ) from exc
+    return CutoverCheck(outcome.target_count, outcome.checksum, how)
+
+
+def count_differences(copier: Copier, pre: PreexistingKeys) -> int:
+    """Rows that differ between the two sides, by key: source rows missing from the target or
+    held there with other values, plus target rows the source lacks."""
+    source, target = canon_rows(copier, 0), canon_rows(copier, 1)
+    differing = 0
+    for side, other in ((source, target), (target, source)):
+        lo: Sequence[Any] | None = None
+        while True:
+            rows = side.after(lo)
+            if not rows:
+                break
+            lo = tuple(rows[-1][0][i] for i in copier.plan.key_index)
+            wanted = [r for r in rows if not pre.contains(r[2])]
+            if not wanted:
+                continue
+            keys = [_other_key(copier, side is source, row) for row, _, _ in wanted]
+            found = {ck: canon for _, canon, ck in other.by_keys(keys)}
+            for _, canon, ck in wanted:
+                theirs = found.get(ck)
+                # from the source: missing or different; from the target: only missing (a
+                # different row was counted from the source's side)
+                differing += theirs is None or (side is source and theirs != canon)
+    return differing
+
+
+def _other_key(copier: Copier, from_source: bool, row: Sequence[Any]) -> tuple[Any, ...]:
+    return copier.keys.to_target_in(row) if from_source else copier.keys.to_source_in(row)

@@ -1,0 +1,304 @@
+"""Cut-over of a snapshot copy (SPEC section 9): a write to the source after the copy never
+lets the drop run, and the revert of a copy that has not cut over leaves the source alone.
+
+The example workspace moves ``users.addresses`` into ``shipping`` and then drops it in
+``users@f43128fb8d05``. Each test asserts on the rows left in both databases."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from orchestrator import api
+from orchestrator.copy import CopyCheckpoint, PreexistingKeys
+from orchestrator.runtime.journal import open_journal
+from tests.conftest import MakeDatabase
+from tests.executor.example import SEED, copy_example
+from tests.executor.example import address_rows as _rows
+
+MIGRATE = str(Path(sys.executable).with_name("migrate"))
+COPY = "copy:addresses-to-shipping"
+DROP = "users@f43128fb8d05"
+
+
+def _project(ws: Path, where: str, make_database: MakeDatabase) -> tuple[api.Project, str]:
+    """The workspace and its env: ``dev`` (SQLite), ``ci`` (users on PostgreSQL, shipping on
+    MariaDB), or ``ci`` with users on MariaDB and shipping on PostgreSQL."""
+    if where == "dev":
+        return api.open_project(str(ws / "migrate.toml")), "dev"
+    mariadb_users = where == "ci-mariadb-users"
+    users = make_database("mysql").replace("mysql+pymysql", "mariadb+pymysql") if mariadb_users else None
+    environ = {
+        "CI_USERS_DATABASE_URL": users or make_database("postgresql"),
+        "CI_ORDERS_DATABASE_URL": make_database("postgresql"),
+        "CI_BILLING_DATABASE_URL": make_database("mysql").replace("mysql+pymysql", "mariadb+pymysql"),
+        "CI_SHIPPING_DATABASE_URL": make_database("postgresql")
+        if mariadb_users
+        else make_database("mysql").replace("mysql+pymysql", "mariadb+pymysql"),
+    }
+    return api.open_project(str(ws / "migrate.toml"), environ=environ), "ci"
+
+
+def _write(url: str, *statements: str) -> None:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+
+LATE_WRITES = (
+    "UPDATE addresses SET street = 'written after the copy' WHERE id = 3",
+    "INSERT INTO addresses (id, user_id, street, city, postcode, country, created_at) "
+    "SELECT 900, user_id, 'inserted after the copy', city, postcode, country, created_at FROM addresses WHERE id = 1",
+)
+
+
+def _copy_record(project: api.Project, env: str) -> tuple[str, CopyCheckpoint]:
+    journal = open_journal(project.manifest, env, project.environ)
+    try:
+        record = journal.copy_record("addresses-to-shipping")
+    finally:
+        journal.close()
+    assert record is not None
+    return record[0], CopyCheckpoint.from_json(record[1])
+
+
+@pytest.mark.parametrize("where", ["dev", "ci", "ci-mariadb-users"])
+def test_a_write_after_the_copy_stops_the_drop(tmp_path: Path, where: str, make_database: MakeDatabase) -> None:
+    """The copy ran in one apply; the source then took an update and an insert. The next
+    apply's cut-over re-reads the source with writes blocked, sees 2 rows differ, and fails
+    before the drop: users.addresses keeps every write, the stale copy is removed from
+    shipping, every database is at its previous revision. Once the writers stopped, apply
+    copies again and the move completes with the late writes in shipping."""
+    workspace = copy_example(tmp_path)
+    project, env = _project(workspace, where, make_database)
+    assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
+    copied = api.apply(project, env, targets=[COPY])
+    assert copied.exit_code == 0, copied.message
+    users, shipping = project.url(env, "users"), project.url(env, "shipping")
+    state, checkpoint = _copy_record(project, env)
+    assert state == "copied" and checkpoint.cutover == "pending" and not checkpoint.cut_over
+    _write(users, *LATE_WRITES)
+    expected = _rows(users, "addresses")
+    assert expected is not None and len(expected) == 9
+    heads = api.observe(project, env).as_dict()
+
+    failed = api.apply(project, env)
+
+    assert failed.exit_code == 1, failed.message
+    failing = next(s for s in failed.steps if s.status == "failed")
+    assert failing.node == DROP
+    assert failing.error is not None and "cut-over refused" in failing.error and "2 rows differ" in failing.error
+    assert _rows(users, "addresses") == expected  # nothing dropped, every write kept
+    assert _rows(shipping, "addresses") == []  # the stale copy went
+    assert api.observe(project, env).as_dict() == heads
+    assert _copy_record(project, env)[0] == "reverted"
+
+    again = api.apply(project, env)
+
+    assert again.exit_code == 0, again.message
+    assert _rows(shipping, "addresses") == expected
+    assert _rows(users, "addresses") is None
+    state, checkpoint = _copy_record(project, env)
+    assert state == "copied" and checkpoint.cutover == "done" and checkpoint.blocked_seconds is not None
+
+
+@pytest.mark.parametrize("where", ["dev", "ci"])
+def test_revert_before_cut_over_leaves_the_source_alone(
+    tmp_path: Path, where: str, make_database: MakeDatabase
+) -> None:
+    """Until cut-over the source is the truth: rolling back a copy whose drop has not run
+    deletes the copied rows from the target and carries nothing back, so an update made to
+    the source after the copy is not overwritten by the copy's older value."""
+    workspace = copy_example(tmp_path)
+    project, env = _project(workspace, where, make_database)
+    assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
+    assert api.apply(project, env, targets=[COPY]).exit_code == 0
+    users, shipping = project.url(env, "users"), project.url(env, "shipping")
+    _write(users, *LATE_WRITES)
+    expected = _rows(users, "addresses")
+
+    dry = api.rollback(project, env, dry_run=True)
+    (note,) = dry.reverts
+    assert (note.copied_rows, note.insert_into_source, note.update_in_source) == (8, 0, 0)
+    assert "has not cut over" in note.text
+
+    back = api.rollback(project, env)
+
+    assert back.exit_code == 0, back.message
+    assert _rows(users, "addresses") == expected
+    assert _rows(shipping, "addresses") == []
+
+
+def test_checkpoint_keeps_its_cut_over_state() -> None:
+    """The state survives the journal's JSON; a checkpoint written before cut-overs existed
+    reads as cut over (its revert carries rows back, as it always did)."""
+    pending = CopyCheckpoint((8,), 8, PreexistingKeys(), 0).with_cutover("pending")
+    assert CopyCheckpoint.from_json(pending.to_json()) == pending and not pending.cut_over
+    done = pending.with_cutover("done", 0.25)
+    assert CopyCheckpoint.from_json(done.to_json()).blocked_seconds == 0.25
+    legacy = CopyCheckpoint((8,), 8, PreexistingKeys(), 0)
+    assert "cutover" not in legacy.to_json() and CopyCheckpoint.from_json(legacy.to_json()).cut_over
+
+
+ORIGINAL_DROP = '''
+def upgrade() -> None:
+    """Upgrade schema."""
+    op.drop_table("addresses")
+
+
+def downgrade() -> None:
+'''
+SLOW_DROP = '''
+def upgrade() -> None:
+    """Upgrade schema."""
+    import time
+
+    op.create_table("moved_tables", sa.Column("name", sa.String(50), primary_key=True))
+    op.execute("INSERT INTO moved_tables (name) VALUES ('addresses')")
+    time.sleep(2)  # a writer queues up behind the cut-over's block meanwhile
+    op.drop_table("addresses")
+
+
+def downgrade() -> None:
+'''
+
+
+def _slow_drop(workspace: Path) -> Path:
+    drop = workspace / "services/users/migrations/versions/f43128fb8d05_drop_addresses_moved_to_shipping.py"
+    head, tail = drop.read_text().split(ORIGINAL_DROP)
+    drop.write_text(head + SLOW_DROP + tail)
+    return workspace
+
+
+def _writer(url: str, start: threading.Event, stop: threading.Event, committed: list[int], failed: list[str]) -> None:
+    """Inserts one row at a time, each in its own transaction, from the moment ``start`` is
+    set; records each insert that committed, and stops at the first that failed."""
+    start.wait(60)
+    time.sleep(0.5)  # the block is taken and the source verified (8 rows) by then
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        for key in range(5000, 5200):
+            if stop.is_set():
+                return
+            try:
+                with engine.begin() as conn:
+                    conn.execute(
+                        sa.text(
+                            "INSERT INTO addresses (id, user_id, street, city, postcode, country, created_at) "
+                            f"SELECT {key}, user_id, 'written during the cut-over', city, postcode, country, "
+                            "created_at FROM addresses WHERE id = 1"
+                        )
+                    )
+            except sa.exc.DBAPIError as exc:
+                failed.append(str(exc.orig))
+                return
+            committed.append(key)
+            time.sleep(0.01)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("where", ["dev", "ci", "ci-mariadb-users"])
+def test_no_write_slips_in_between_the_cut_over_and_the_drop(
+    tmp_path: Path, where: str, make_database: MakeDatabase
+) -> None:
+    """A writer starts inserting into users.addresses just after the cut-over began, while
+    the drop revision first creates and fills another table, then sleeps. Its inserts wait
+    behind the block and fail once the table is gone: every insert that committed is in
+    shipping, none was dropped. On MariaDB this also shows the revision may touch tables
+    other than the source, which the block (handed over to it) does not forbid."""
+    workspace = _slow_drop(copy_example(tmp_path))
+    project, env = _project(workspace, where, make_database)
+    assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
+    assert api.apply(project, env, targets=[COPY]).exit_code == 0
+    users, shipping = project.url(env, "users"), project.url(env, "shipping")
+    before = _rows(users, "addresses")
+    assert before is not None
+
+    start, stop = threading.Event(), threading.Event()
+    committed: list[int] = []
+    failed: list[str] = []
+    writer = threading.Thread(target=_writer, args=(users, start, stop, committed, failed))
+    writer.start()
+
+    def watch() -> None:  # the writer starts when the journal says the cut-over began
+        while not stop.is_set():
+            if _copy_record(project, env)[1].cutover == "cutting":
+                start.set()
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = api.apply(project, env)
+    finally:
+        stop.set()
+        start.set()
+        writer.join()
+        watcher.join()
+
+    assert result.exit_code == 0, result.message
+    assert _rows(users, "addresses") is None
+    with sa.create_engine(users, poolclass=sa.pool.NullPool).connect() as conn:
+        assert conn.execute(sa.text("SELECT name FROM moved_tables")).scalars().all() == ["addresses"]
+    moved = _rows(shipping, "addresses")
+    assert moved is not None
+    assert moved[: len(before)] == before
+    assert [int(str(r[0])) for r in moved[len(before) :]] == committed  # every committed write, once
+    assert failed, "the writer's insert behind the block should have failed once the table was dropped"
+    assert _copy_record(project, env)[1].cutover == "done"
+
+
+@pytest.mark.parametrize("where", ["dev", "ci"])
+def test_a_run_killed_in_the_cut_over_verifies_again_when_resumed(
+    tmp_path: Path, where: str, make_database: MakeDatabase
+) -> None:
+    """SIGKILL while the drop revision runs under the cut-over's block: its transaction dies
+    with the process, the journal says the cut-over began ("cutting"). Writes then reach the
+    source while nothing runs. The resumed apply must verify again, so it refuses the drop
+    and every write is still in users.addresses."""
+    workspace = _slow_drop(copy_example(tmp_path))
+    project, env = _project(workspace, where, make_database)
+    assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
+    assert api.apply(project, env, targets=[COPY]).exit_code == 0
+    users, shipping = project.url(env, "users"), project.url(env, "shipping")
+    process = subprocess.Popen(
+        [MIGRATE, "--config", str(workspace / "migrate.toml"), "apply", "--env", env],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **project.environ},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _copy_record(project, env)[1].cutover != "cutting":
+            assert process.poll() is None and time.monotonic() < deadline, "the cut-over never began"
+            time.sleep(0.01)
+        time.sleep(0.5)  # inside the revision's sleep, under the block
+    finally:
+        process.kill()
+        process.wait()
+    assert api.observe(project, env).as_dict()["users"] == ("ea29cd865dcc",)  # the drop died with it
+    _write(users, *LATE_WRITES)
+    expected = _rows(users, "addresses")
+    assert expected is not None and len(expected) == 9
+
+    resumed = api.apply(project, env)
+
+    assert resumed.exit_code == 1, resumed.message
+    failing = next(s for s in resumed.steps if s.status == "failed")
+    assert failing.node == DROP and failing.error is not None and "2 rows differ" in failing.error
+    assert _rows(users, "addresses") == expected
+    assert _rows(shipping, "addresses") == []
+    assert api.observe(project, env).as_dict()["users"] == ("ea29cd865dcc",)
