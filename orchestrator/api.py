@@ -190,10 +190,12 @@ def status(project: Project, env: str | None = None) -> StatusResult:
             ServiceStatus(svc_name, redact_url(project.url(name, svc_name)), heads.get(svc_name, ()), svc.heads, count)
         )
     copies = tuple(sorted(n for n in pending if n in project.graph.copies))
-    from orchestrator.run.advice import explain_interrupted
+    from orchestrator.run.advice import explain_interrupted, nothing_left
     from orchestrator.runtime import journal
 
     last_run, interrupted, lock = journal.status_summary(project.manifest, name, project.environ)
+    if interrupted is not None and nothing_left(interrupted, pending):
+        interrupted = None  # taken over, and every step it left is applied: nothing continues it
     if interrupted is not None:
         explain_interrupted(project, name, interrupted)
     return StatusResult(name, tuple(rows), copies, last_run, interrupted, lock)

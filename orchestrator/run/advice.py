@@ -3,7 +3,7 @@ shows for a run that stopped half-way."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from orchestrator.errors import MigrateError
@@ -45,6 +45,17 @@ def explain_interrupted(project: Project, env: str, run: dict[str, Any]) -> None
         text += "".join(" " + _partial_advice(project, env, step, undoing) for step in partial)
     run["message"] = f"{run['kind']} run {run['id']} was interrupted: {text}"
     run["continue_with"] = command
+
+
+def nothing_left(run: dict[str, Any], pending: Collection[str]) -> bool:
+    """Whether an interrupted apply run has left nothing for ``apply`` to continue: a later run
+    took it over (it is ``interrupted``, no longer ``running``) and every step it had not
+    finished is applied in the databases now. A kill between a step's commit and its journal
+    write leaves such a run; the apply that takes over then has nothing to do and records no
+    run of its own, so the journal's newest word is still the interrupted run."""
+    if run["kind"] != "apply" or run["outcome"] != "interrupted" or run.get("failed"):
+        return False
+    return not any(node in pending for node in run.get("left", []))
 
 
 def _listed(label: str, nodes: Sequence[str]) -> str:
@@ -100,4 +111,4 @@ def _partial_advice(project: Project, env: str, step: dict[str, Any], undoing: b
     )
 
 
-__all__ = ["explain_interrupted"]
+__all__ = ["explain_interrupted", "nothing_left"]

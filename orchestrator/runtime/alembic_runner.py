@@ -25,6 +25,7 @@ from alembic.script import ScriptDirectory
 
 from orchestrator.core.manifest import service_environ
 from orchestrator.core.model import ServiceSpec
+from orchestrator.core.redact import redact_text
 from orchestrator.errors import MigrateError
 from orchestrator.isolation import handlers_off_stdout, service_code
 
@@ -144,14 +145,17 @@ class StatementLog:
     """Statements sent to a database while one revision ran (for non-transactional DDL).
 
     ``on_statement`` is called with the revision and its statements so far just before each
-    statement that may change the database is sent, so a crash leaves them on record."""
+    statement that may change the database is sent, so a crash leaves them on record. They are
+    kept redacted: they are only ever shown and journaled, and a statement may hold a secret
+    (a revision setting a password from the connection's, say)."""
 
     statements: list[str]
     current: str | None = None
     on_statement: Callable[[str, list[str]], None] | None = None
 
     def add(self, statement: str) -> None:
-        self.statements.append(" ".join(statement.split()))  # one line each: journaled one a line
+        # one line each: journaled one a line (masked first: a newline may be inside a secret)
+        self.statements.append(" ".join(redact_text(statement).split()))
         if self.on_statement is not None and self.current is not None and _may_write(statement):
             self.on_statement(self.current, list(self.statements))
 

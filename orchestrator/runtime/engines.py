@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,13 +75,22 @@ def _dialect_problem(parsed: URL, url: str, exc: Exception) -> ManifestError:
     )
 
 
+# Creating an engine imports its dialect and driver the first time. Python's import of one
+# package from two threads at once can give the second thread the package before its submodule
+# is bound ("cannot access submodule 'mysql' of module 'sqlalchemy.dialects'"), and the
+# databases of an env are read on threads (``project.observe``). So engines are created one at
+# a time; creating one opens no connection, so nothing waits on a server under this lock.
+_creating = threading.Lock()
+
+
 def create_engine(url: str, *, create_sqlite_dir: bool = True, **kw: Any) -> sa.Engine:
     try:
         parsed = make_url(url)
     except Exception as exc:
         raise bad_url(url, "not a database URL") from exc
     try:
-        return _create_engine(parsed, url, create_sqlite_dir, kw)
+        with _creating:
+            return _create_engine(parsed, url, create_sqlite_dir, kw)
     except (sa.exc.NoSuchModuleError, ImportError) as exc:
         raise _dialect_problem(parsed, url, exc) from None
 
@@ -101,6 +111,12 @@ def _create_engine(parsed: URL, url: str, create_sqlite_dir: bool, kw: dict[str,
         parsed = parsed.set(query=query)
     kw.setdefault("pool_pre_ping", True)
     return sa.create_engine(parsed, **kw)
+
+
+def plain_engine(url: str, **kw: Any) -> sa.Engine:
+    """``sqlalchemy.create_engine`` as it is, under the lock of ``create_engine``."""
+    with _creating:
+        return sa.create_engine(url, **kw)
 
 
 def unreachable(service: str, url: str, exc: BaseException) -> DatabaseUnreachableError:

@@ -27,11 +27,13 @@ import sqlalchemy as sa
 from orchestrator.core.checks.findings import Finding, finding, relative
 from orchestrator.core.checks.rules import RuleOutcome, SourceIndex
 from orchestrator.core.graph import FleetGraph
+from orchestrator.core.manifest import service_environ
 from orchestrator.core.model import service_of
 from orchestrator.core.redact import redact_text
 from orchestrator.errors import EXIT_NEEDS_ATTENTION, MigrateError
 from orchestrator.runtime.alembic_runner import run_revisions
 from orchestrator.runtime.engines import create_engine, sqlite_path
+from orchestrator.runtime.readback import StepReadback
 from orchestrator.runtime.state import drop_empty_version_table, read_state
 
 # (node, phase): phase is "upgrade", "downgrade", "reupgrade", "to-base" or "to-heads"
@@ -190,12 +192,17 @@ class _Runner:
             return snapshot(conn, ignore={spec.version_table})
 
     def run(self, node: str, upgrade: bool) -> str | None:
-        """Run one revision one way; the error text if it raised."""
+        """Run one revision one way; the error text if it raised, or if the database it was
+        given does not show it afterwards (an env.py that migrated another database: the
+        service's round trip must stop before it downgrades that one)."""
         rev = self.graph.revisions[node]
         spec = self.graph.services[rev.service].spec
+        url, engine = self.urls[rev.service], self.engine(rev.service)
         try:
-            with self.engine(rev.service).connect() as conn:
-                run_revisions(spec, self.urls[rev.service], conn, [rev.revision], upgrade=upgrade)
+            with StepReadback(spec, url, engine, upgrade) as readback:
+                with engine.connect() as conn:
+                    run_revisions(spec, url, conn, [rev.revision], upgrade=upgrade)
+                readback.verify(rev.revision, node)
         except Exception as exc:  # the revision's own failure is the finding
             return error_text(exc, self.graph.manifest.root)
         return None
@@ -225,6 +232,10 @@ def roundtrip(
     hook: RoundtripHook | None = None,
 ) -> RuleOutcome:
     """Round-trip ``steps`` (plan order) on the databases at ``urls``, which hold ``applied``."""
+    for service in sorted({graph.revisions[n].service for n in steps if n in graph.revisions}):
+        # each service's environ with {url} its database here: a missing ${VAR} is bad input
+        # (exit 2), said before anything runs, not a failed upgrade
+        service_environ(graph.services[service].spec, urls[service], os.environ, file=graph.manifest.path)
     runner = _Runner(graph, urls, sources or SourceIndex(graph), hook)
     subjects: list[str] = []
     skipped: list[tuple[str, str]] = []

@@ -26,7 +26,7 @@ def read_state(url: str, version_table: str = "alembic_version", service: str = 
     import sqlalchemy as sa
 
     from orchestrator.errors import DatabaseUnreachableError
-    from orchestrator.runtime.engines import create_engine, engine_for, sqlite_path, unreachable
+    from orchestrator.runtime.engines import create_engine, engine_for, plain_engine, sqlite_path, unreachable
 
     try:
         path = sqlite_path(url)
@@ -44,7 +44,7 @@ def read_state(url: str, version_table: str = "alembic_version", service: str = 
             # a read-only connection cannot do. The file exists, so nothing is created.
             engine = create_engine(url, create_sqlite_dir=False)
         else:
-            engine = sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", poolclass=sa.pool.NullPool)
+            engine = plain_engine(f"sqlite:///file:{path}?mode=ro&uri=true", poolclass=sa.pool.NullPool)
         try:
             return _read(engine, version_table)
         except sa.exc.DBAPIError as exc:  # "file is not a database"...

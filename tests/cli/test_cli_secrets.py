@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import PG_SERVER, MakeDatabase, require_server
+from tests.conftest import MYSQL_SERVER, PG_SERVER, MakeDatabase, require_server
 from tests.helpers import alembic_upgrade, make_workspace, rev, run_cli, run_migrate, version_rows
 
 SECRET = "Zq7-sup3r-s3cret-pw"
@@ -169,3 +173,104 @@ def test_an_odd_password_is_masked_everywhere_and_still_connects(
     for path in written:  # the journal (state.db), the plan file, the revision cache
         data = path.read_bytes()
         assert [s for s in (ODD, *ODD_WORDS) if s.encode() in data] == [], path
+
+
+# -- a newline in a password, percent-encoded in the manifest (SPEC §3) -------------------
+NEWLINE = "Nw4k Qz8@Hy5\nTp3 Ld6"  # a space, a raw '@' and a newline
+NEWLINE_FORMS = (
+    NEWLINE,
+    quote(NEWLINE, safe=""),  # as the manifest writes it
+    json.dumps(NEWLINE)[1:-1],  # as JSON writes it
+    *NEWLINE.splitlines(),
+    "Nw4k",
+    "Qz8",
+    "Hy5",
+    "Tp3",
+    "Ld6",
+)
+# a revision whose statement holds the connection's password, so the driver's error does too
+PASSWORD_IN_SQL = rev("a3", "a2", upgrade_body='op.execute("SELECT " + op.get_bind().engine.url.password)\n')
+
+
+@contextmanager
+def _account_with_newline(dialect_name: str) -> Iterator[tuple[str, str]]:
+    """A login whose password is ``NEWLINE`` and a new database it owns: (the URL with the
+    password percent-encoded, the admin's URL of that database). Both are dropped afterwards.
+    MariaDB checks the password; the local PostgreSQL trusts 127.0.0.1."""
+    server = PG_SERVER if dialect_name == "postgresql" else MYSQL_SERVER
+    require_server("postgresql" if dialect_name == "postgresql" else "mysql")
+    name = f"nl_{uuid.uuid4().hex[:8]}"
+    admin_db = "postgres" if dialect_name == "postgresql" else ""
+    admin = sa.create_engine(f"{server}/{admin_db}", isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    if dialect_name == "postgresql":
+        create = [f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{NEWLINE}'", f'CREATE DATABASE "{name}" OWNER "{name}"']
+        drop = [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'DROP ROLE IF EXISTS "{name}"']
+    else:
+        create = [
+            f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4",
+            f"CREATE USER '{name}'@'%' IDENTIFIED BY '{NEWLINE}'",
+            f"GRANT ALL ON `{name}`.* TO '{name}'@'%'",
+        ]
+        drop = [f"DROP DATABASE IF EXISTS `{name}`", f"DROP USER IF EXISTS '{name}'@'%'"]
+    with admin.connect() as conn:
+        for statement in create:
+            conn.execute(sa.text(statement))
+    u = sa.engine.make_url(server)
+    driver = "postgresql+psycopg" if dialect_name == "postgresql" else "mariadb+pymysql"
+    try:
+        yield f"{driver}://{name}:{quote(NEWLINE, safe='')}@{u.host}:{u.port}/{name}", f"{server}/{name}"
+    finally:
+        with admin.connect() as conn:
+            for statement in drop:
+                conn.execute(sa.text(statement))
+        admin.dispose()
+
+
+@pytest.mark.parametrize("dialect_name", ["postgresql", "mariadb"])
+def test_a_percent_encoded_password_with_a_newline_is_masked_in_output_journal_and_driver_errors(
+    dialect_name: str, tmp_path: Path
+) -> None:
+    """The manifest's URL holds the password percent-encoded. It connects (MariaDB checks it),
+    and neither it nor any line or word of it reaches stdout, stderr, the journal or a written
+    file, including the driver's error for a statement that holds the password."""
+    with _account_with_newline(dialect_name) as (url, admin_url):
+        root = make_workspace(
+            tmp_path,
+            {"users": [rev("a1"), rev("a2", "a1"), PASSWORD_IN_SQL]},
+            envs={"prod": {"urls": {"users": url}}},
+            default_env="prod",
+        )
+        outputs = []
+
+        def run(args: list[str], code: int = 0) -> Any:
+            result = run_migrate(args, cwd=root)
+            assert result.exit_code == code, (args, result.stdout, result.stderr)
+            assert "Traceback" not in result.stderr
+            outputs.append((args, result))
+            return result
+
+        assert ":***@" in run(["status", "--json"]).json()["services"][0]["database"]
+        for args in (["status"], ["plan", "--json"], ["plan", "--out", ""]):
+            run(args)
+        run(["apply", "--target", "users@a2"])
+        assert version_rows(admin_url) == ["a2"]  # the password did reach the database
+
+        failed = run(["apply", "--json"], code=1).json()
+        (step,) = [s for s in failed["steps"] if s["node"] == "users@a3"]
+        assert step["status"] == "failed"
+        assert ("1064" if dialect_name == "mariadb" else "syntax error") in step["error"]  # the driver's own error
+        assert "***" in step["error"]  # where the driver quoted the statement back
+        run(["apply"], code=1)
+        history = run(["history", "--json"]).json()
+        assert [s["error"] for r in history["runs"] for s in r["steps"] if s["node"] == "users@a3" and s["error"]]
+        run(["rollback", "--yes", "--to", "users@a1"])
+        assert version_rows(admin_url) == ["a1"]
+
+    for args, result in outputs:
+        assert [s for s in NEWLINE_FORMS if s in result.stdout] == [], (args, result.stdout)
+        assert [s for s in NEWLINE_FORMS if s in result.stderr] == [], (args, result.stderr)
+    written = [p for p in root.rglob("*") if p.is_file() and p.suffix != ".py" and p.name != "migrate.toml"]
+    assert any(p.name == "state.db" for p in written) and any(p.parent.name == "plans" for p in written)
+    for path in written:  # the journal (state.db), the plan file, the revision cache
+        data = path.read_bytes()
+        assert [s for s in NEWLINE_FORMS if s.encode() in data] == [], path

@@ -12,6 +12,10 @@ kills (SIGKILL of a real ``migrate`` process) in each phase of a copy: its batch
 after its last batch, its verification, and its revert; each followed by a plain ``apply`` (or
 ``rollback``) that resumes. After every scenario each original row is in users or in shipping,
 exactly once and unchanged, and where the copy is not recorded complete shipping holds none.
+
+Where the databases are: ``dev`` (SQLite), ``ci`` (users on PostgreSQL, shipping on MariaDB)
+and, for the kills in the batches and in the pause, ``ci`` the other way round (users on
+MariaDB, shipping on PostgreSQL: a MariaDB to PostgreSQL copy).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -88,17 +92,25 @@ def _set(ws: Path, **options: object) -> None:
     manifest.write_text(text.replace('table = "addresses"', f'table = "addresses"\n{lines}', 1))
 
 
-def _project(ws: Path, env: str, make_database: MakeDatabase) -> api.Project:
-    if env == "dev":
-        return api.open_project(str(ws / "migrate.toml"))
+def _project(ws: Path, where: str, make_database: MakeDatabase) -> tuple[api.Project, str]:
+    """The workspace and its env: ``dev`` (SQLite), ``ci`` (users on PostgreSQL, shipping on
+    MariaDB), or ``mariadb-to-pg``: the ``ci`` env with users on MariaDB and shipping on
+    PostgreSQL."""
+    if where == "dev":
+        return api.open_project(str(ws / "migrate.toml")), "dev"
+
+    def mariadb() -> str:
+        return make_database("mysql").replace("mysql+pymysql", "mariadb+pymysql")
+
+    reversed_ = where == "mariadb-to-pg"
     environ = {
-        "CI_USERS_DATABASE_URL": make_database("postgresql"),
+        "CI_USERS_DATABASE_URL": mariadb() if reversed_ else make_database("postgresql"),
         "CI_ORDERS_DATABASE_URL": make_database("postgresql"),
-        "CI_BILLING_DATABASE_URL": make_database("mysql").replace("mysql+pymysql", "mariadb+pymysql"),
-        "CI_SHIPPING_DATABASE_URL": make_database("mysql").replace("mysql+pymysql", "mariadb+pymysql"),
+        "CI_BILLING_DATABASE_URL": mariadb(),
+        "CI_SHIPPING_DATABASE_URL": make_database("postgresql") if reversed_ else mariadb(),
     }
     (ws / "ci.env").write_text("".join(f"{k}={v}\n" for k, v in environ.items()))
-    return api.open_project(str(ws / "migrate.toml"), environ=environ)
+    return api.open_project(str(ws / "migrate.toml"), environ=environ), "ci"
 
 
 def _seed(project: api.Project, env: str, n: int = ROWS) -> list[tuple[object, ...]]:
@@ -135,28 +147,29 @@ def _assert_every_row_once(project: api.Project, env: str, original: list[tuple[
         assert sorted(in_users + in_shipping) == sorted(original)
 
 
+@pytest.mark.parametrize("where", ["dev", "ci"])
 @pytest.mark.parametrize("keep", [False, True], ids=["compensated", "no-rollback"])
 @pytest.mark.parametrize("position", ["before the copy", "after the copy", "after the drop"])
-def test_failure_positions(workspace: Path, position: str, keep: bool, make_database: MakeDatabase) -> None:
+def test_failure_positions(workspace: Path, position: str, keep: bool, where: str, make_database: MakeDatabase) -> None:
     _set(workspace, batch_size=500)
-    project = _project(workspace, "dev", make_database)
-    original = _seed(project, "dev")
-    before = api.observe(project, "dev").as_dict()
+    project, env = _project(workspace, where, make_database)
+    original = _seed(project, env)
+    before = api.observe(project, env).as_dict()
     _place_failure(workspace, position)
-    project = api.open_project(str(workspace / "migrate.toml"))
+    project = api.open_project(str(workspace / "migrate.toml"), environ=dict(project.environ))
 
-    failed = api.apply(project, "dev", no_rollback=keep)
+    failed = api.apply(project, env, no_rollback=keep)
 
     assert failed.exit_code == 1, failed.message
     assert any(s.node.endswith(FAIL_ID) and s.status == "failed" for s in failed.steps)
-    _assert_every_row_once(project, "dev", original)
+    _assert_every_row_once(project, env, original)
     if keep:
-        back = api.rollback(project, "dev", run_id=failed.run_id)
+        back = api.rollback(project, env, run_id=failed.run_id)
         assert back.exit_code == 0, back.message
-    after = api.observe(project, "dev").as_dict()
+    after = api.observe(project, env).as_dict()
     assert {s: after[s] for s in before} == before
-    assert _rows(project.url("dev", "users"), "addresses") == original
-    assert _rows(project.url("dev", "shipping"), "addresses") is None
+    assert _rows(project.url(env, "users"), "addresses") == original
+    assert _rows(project.url(env, "shipping"), "addresses") is None
 
 
 def _spawn(ws: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -197,6 +210,13 @@ def _dispose_engines() -> Iterator[None]:
     _ENGINES.clear()
 
 
+def _kill_in_phase(proc: subprocess.Popen[bytes], shipping: str, ready: Callable[[int], bool]) -> None:
+    """Kill ``proc`` once ``ready(rows in shipping)`` holds and it has copied a row more than
+    shipping held when it started (so each of several kills lands in a later batch)."""
+    held = max(_count(shipping), 0)
+    _kill_when(proc, lambda: (rows := _count(shipping)) > held and ready(rows))
+
+
 def _kill_when(proc: subprocess.Popen[bytes], ready: object, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     try:
@@ -205,7 +225,8 @@ def _kill_when(proc: subprocess.Popen[bytes], ready: object, timeout: float = 60
             assert time.monotonic() < deadline, "the phase never came"
             time.sleep(0.02)
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:  # not when it ended: the assertion above says why
+            os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
@@ -213,7 +234,9 @@ BIG = 20_000  # rows where a phase is short: verification, revert
 PHASES = {
     # phase: (rows, copy options, when to kill: f(rows in shipping))
     "batches": (ROWS, {"batch_size": 500, "pause_seconds": 0.4}, lambda s: 0 < s < ROWS),
-    "pause": (ROWS, {"batch_size": 500, "pause_seconds": 3}, lambda s: s == ROWS),
+    # killed in the batches three times in a row, each run further on, before the resume
+    "batches, three kills": (ROWS, {"batch_size": 500, "pause_seconds": 0.4}, lambda s: 0 < s < ROWS),
+    "pause": (ROWS, {"batch_size": 1000, "pause_seconds": 3}, lambda s: s == ROWS),
     # one batch of every row, then verification at once (no pause)
     "verification": (BIG, {"batch_size": BIG}, lambda s: s == BIG),
     "revert": (BIG, {"batch_size": 200}, None),
@@ -221,19 +244,21 @@ PHASES = {
 }
 
 
-@pytest.mark.parametrize("env", ["dev", "ci"])
-@pytest.mark.parametrize("phase", list(PHASES))
-def test_kill_in_each_phase_then_resume(workspace: Path, env: str, phase: str, make_database: MakeDatabase) -> None:
+KILLS = [(phase, where) for phase in PHASES if phase != "batches, three kills" for where in ("dev", "ci")]
+KILLS += [("batches, three kills", "mariadb-to-pg"), ("pause", "mariadb-to-pg")]
+
+
+@pytest.mark.parametrize(("phase", "where"), KILLS, ids=[f"{phase}-{where}" for phase, where in KILLS])
+def test_kill_in_each_phase_then_resume(workspace: Path, where: str, phase: str, make_database: MakeDatabase) -> None:
     n, options, ready = PHASES[phase]
     _set(workspace, **options)
-    project = _project(workspace, env, make_database)
+    project, env = _project(workspace, where, make_database)
     original = _seed(project, env, n)
     users, shipping = project.url(env, "users"), project.url(env, "shipping")
 
-    if not phase.startswith("revert"):
-        proc = _spawn(workspace, "apply", "--env", env)
+    for _ in range(3 if phase.endswith("three kills") else 0 if phase.startswith("revert") else 1):
         assert ready is not None
-        _kill_when(proc, lambda: ready(_count(shipping)))
+        _kill_in_phase(_spawn(workspace, "apply", "--env", env), shipping, ready)
         # killed mid-copy: the source is untouched, the target holds a part of it, unchanged
         assert _rows(users, "addresses") == original
         assert set(_rows(shipping, "addresses") or []) <= set(original)

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from orchestrator import api
 from orchestrator.runtime.journal import open_journal
 from tests.conftest import MakeDatabase
-from tests.executor.example import SEED, copy_example
+from tests.executor.example import COLUMNS, SEED, copy_example
 from tests.executor.example import address_rows as _rows
 
 
@@ -123,20 +123,23 @@ def _count(url: str, table: str) -> int | None:
         engine.dispose()
 
 
-def test_copy_resumed_after_a_kill_past_its_last_batch_can_be_reverted(workspace: Path) -> None:
+@pytest.mark.parametrize("env", ["dev", "ci"])
+def test_copy_resumed_after_a_kill_past_its_last_batch_can_be_reverted(
+    workspace: Path, env: str, make_database: MakeDatabase
+) -> None:
     """Killed in the pause after the last batch; the next apply resumes with nothing left to
     copy. Its revert still knows what the copy wrote: every row comes back to users."""
     _set_copy_option(workspace, "pause_seconds = 4")
-    project = api.open_project(str(workspace / "migrate.toml"))
-    assert api.apply(project, "dev", targets=[SEED]).exit_code == 0
-    users, shipping = project.url("dev", "users"), project.url("dev", "shipping")
+    project = _project(workspace, env, make_database)
+    assert api.apply(project, env, targets=[SEED]).exit_code == 0
+    users, shipping = project.url(env, "users"), project.url(env, "shipping")
     original = _rows(users, "addresses")
 
     proc = subprocess.Popen(
-        [MIGRATE, "--config", str(workspace / "migrate.toml"), "apply", "--env", "dev"],
+        [MIGRATE, "--config", str(workspace / "migrate.toml"), "apply", "--env", env],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={k: v for k, v in os.environ.items() if k != "MIGRATE_CONFIG"},
+        env={k: v for k, v in {**os.environ, **project.environ}.items() if k != "MIGRATE_CONFIG"},
     )
     try:
         deadline = time.monotonic() + 60
@@ -149,11 +152,11 @@ def test_copy_resumed_after_a_kill_past_its_last_batch_can_be_reverted(workspace
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
 
-    resumed = api.apply(project, "dev")
+    resumed = api.apply(project, env)
     assert resumed.exit_code == 0, resumed.message
     assert _rows(shipping, "addresses") == original and _rows(users, "addresses") is None
 
-    back = api.rollback(project, "dev", to=SHIPPING_BASE)
+    back = api.rollback(project, env, to=SHIPPING_BASE)
     assert back.exit_code == 0, back.message
     assert _rows(users, "addresses") == original
     assert _rows(shipping, "addresses") is None
@@ -161,16 +164,18 @@ def test_copy_resumed_after_a_kill_past_its_last_batch_can_be_reverted(workspace
 
 @pytest.mark.parametrize("env", ["dev", "ci"])
 def test_revert_carries_the_targets_changes_back(workspace: Path, env: str, make_database: MakeDatabase) -> None:
-    """After the copy, shipping is where the application writes: row 1 is edited there and
-    row 500 is added. The revert carries both back into users (the source still exists), and
-    the dry run says so first."""
+    """Once the move is done (the copy cut over and users.addresses was dropped), shipping is
+    where the application writes: row 1 is edited there and row 500 is added. Rolling the
+    move back re-creates users.addresses and carries every copied row back as shipping holds
+    it, both changes included; the dry run says so first. (Before cut-over the source is the
+    truth and a revert only deletes the copy: tests/executor/test_cutover.py.)"""
     project = _project(workspace, env, make_database)
     assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
-    copied = api.apply(project, env, targets=[COPY])
-    assert copied.exit_code == 0, copied.message
     users, shipping = project.url(env, "users"), project.url(env, "shipping")
     original = _rows(users, "addresses")
-    assert original is not None and _rows(shipping, "addresses") == original
+    moved = api.apply(project, env)
+    assert moved.exit_code == 0, moved.message
+    assert original is not None and _rows(shipping, "addresses") == original and _rows(users, "addresses") is None
     engine = sa.create_engine(shipping, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE addresses SET street = 'moved street' WHERE id = 1"))
@@ -182,19 +187,59 @@ def test_revert_carries_the_targets_changes_back(workspace: Path, env: str, make
         )
     engine.dispose()
     expected = _rows(shipping, "addresses")
-    assert expected is not None and len(expected) == 9
+    assert expected is not None and len(expected) == 9 and expected != original
 
-    dry = api.rollback(project, env, dry_run=True)
+    dry = api.rollback(project, env, run_id=moved.run_id, dry_run=True)
     assert dry.exit_code == 0
     (note,) = dry.reverts
-    assert (note.copied_rows, note.insert_into_source, note.update_in_source) == (9, 1, 1)
-    assert "1 inserted, 1 updated" in note.text
-    assert _rows(shipping, "addresses") == expected  # the dry run changed nothing
+    assert (note.copied_rows, note.insert_into_source, note.update_in_source) == (9, 9, 0)
+    assert "carry all 9 copied rows back into users.addresses" in note.text
+    assert _rows(shipping, "addresses") == expected and _rows(users, "addresses") is None  # the dry run changed nothing
 
-    back = api.rollback(project, env)
+    back = api.rollback(project, env, run_id=moved.run_id)
     assert back.exit_code == 0, back.message
     assert _rows(users, "addresses") == expected
     assert _rows(shipping, "addresses") == []
+
+
+@pytest.mark.parametrize("env", ["dev", "ci"])
+def test_a_conflicting_row_in_the_target_fails_the_copy_and_the_drop_never_runs(
+    workspace: Path, env: str, make_database: MakeDatabase
+) -> None:
+    """shipping.addresses already holds address 1 with another street. `apply` fails the copy
+    naming the key and the column; the drop (users@f43128fb8d05) never runs: users keeps every
+    row, shipping keeps only its own row, and every database is at its previous revision."""
+    project = _project(workspace, env, make_database)
+    assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
+    users, shipping = project.url(env, "users"), project.url(env, "shipping")
+    original = _rows(users, "addresses")
+    assert original is not None and len(original) == 8
+    _insert_address(shipping, original[0], street="DIFFERENT")
+    theirs = _rows(shipping, "addresses")
+    heads = _heads(project, env)
+
+    failed = api.apply(project, env)
+
+    assert failed.exit_code == 1, failed.message
+    steps = {s.node: s for s in failed.steps}
+    copy = steps[COPY]
+    assert copy.status == "failed" and copy.error is not None
+    assert "key (id=1)" in copy.error and "column 'street'" in copy.error and "'DIFFERENT'" in copy.error
+    assert steps["users@f43128fb8d05"].status == "pending"
+    assert _rows(users, "addresses") == original
+    assert _rows(shipping, "addresses") == theirs
+    assert _heads(project, env) == heads
+
+
+def _insert_address(url: str, row: tuple[object, ...], **changes: object) -> None:
+    """Insert ``row`` (as read by ``address_rows``) into ``url``'s addresses, with ``changes``."""
+    values = dict(zip(COLUMNS.split(", "), row, strict=True)) | changes
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(f"INSERT INTO addresses ({COLUMNS}) VALUES ({', '.join(':' + c for c in values)})"), values
+        )
+    engine.dispose()
 
 
 def test_copy_record_survives_compensation_bookkeeping(workspace: Path) -> None:
@@ -213,8 +258,11 @@ def test_copy_record_survives_compensation_bookkeeping(workspace: Path) -> None:
         journal.close()
 
 
+@pytest.mark.parametrize("env", ["dev", "ci"])
 @pytest.mark.parametrize("edit", ["copy removed", "copy after the drop"])
-def test_re_fingerprinted_plan_without_its_copy_is_refused(workspace: Path, edit: str) -> None:
+def test_re_fingerprinted_plan_without_its_copy_is_refused(
+    workspace: Path, edit: str, env: str, make_database: MakeDatabase
+) -> None:
     """A plan file edited so that the drop no longer follows the copy, then given a valid
     fingerprint again, is refused (exit 3) naming the step, by `apply` and by `check --plan`;
     no database changes."""
@@ -225,11 +273,12 @@ def test_re_fingerprinted_plan_without_its_copy_is_refused(workspace: Path, edit
     from orchestrator.core.planner import seal
     from orchestrator.errors import PlanConflictError
 
-    project = api.open_project(str(workspace / "migrate.toml"))
-    assert api.apply(project, "dev", targets=[SEED]).exit_code == 0
-    users = project.url("dev", "users")
+    project = _project(workspace, env, make_database)
+    assert api.apply(project, env, targets=[SEED]).exit_code == 0
+    users = project.url(env, "users")
     original = _rows(users, "addresses")
-    plan = api.make_plan(project, "dev").plan
+    heads = _heads(project, env)
+    plan = api.make_plan(project, env).plan
     steps = [s for s in plan.steps if s.id != COPY]
     if edit == "copy after the drop":
         copy_step = next(s for s in plan.steps if s.id == COPY)
@@ -240,11 +289,12 @@ def test_re_fingerprinted_plan_without_its_copy_is_refused(workspace: Path, edit
     path.write_text(json.dumps(plan_to_json(forged)))
 
     with pytest.raises(PlanConflictError) as caught:
-        api.apply(project, "dev", plan_file=str(path))
+        api.apply(project, env, plan_file=str(path))
 
     assert caught.value.exit_code == 3
     assert f"step users@f43128fb8d05 needs {COPY} first" in caught.value.message
     assert _rows(users, "addresses") == original
-    assert _heads(project, "dev")["users"] == ("28b14b901000",)
-    checked = api.check(str(workspace / "migrate.toml"), plan_file=str(path))
+    assert _rows(project.url(env, "shipping"), "addresses") is None
+    assert _heads(project, env) == heads and heads["users"] == ("28b14b901000",)
+    checked = api.check(str(workspace / "migrate.toml"), environ=project.environ, plan_file=str(path))
     assert [f.code for f in checked.findings] == ["MG501"]

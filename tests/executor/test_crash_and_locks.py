@@ -6,10 +6,14 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -17,7 +21,8 @@ import sqlalchemy as sa
 from orchestrator import api
 from orchestrator.runtime.journal import open_journal
 from tests.conftest import MakeDatabase
-from tests.executor.ledger_ws import build, chain, snapshot
+from tests.executor.ledger_ws import Workspace, build, chain, snapshot
+from tests.helpers import run_cli
 
 MIGRATE = str(Path(sys.executable).with_name("migrate"))
 
@@ -69,10 +74,29 @@ def _wait_for_lock(ws, timeout: float = 30.0) -> None:  # type: ignore[no-untype
     raise AssertionError("the first run never took the lock")
 
 
+def _status_json(ws: Workspace) -> dict[str, Any]:
+    """`migrate status --json` of the workspace's env."""
+    result = run_cli(["--config", str(ws.manifest), "status", "--json"])
+    assert result.exit_code == 0, result.stderr
+    info: dict[str, Any] = result.json()
+    return info
+
+
+def _current(info: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    return {s["service"]: tuple(s["current"]) for s in info["services"]}
+
+
+def _versions(urls: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """Each database's version table, read directly."""
+    return {svc: snapshot(url).versions for svc, url in urls.items()}
+
+
 @pytest.mark.parametrize("dialect_name", ["sqlite", "postgresql"])
 def test_sigkill_at_seeded_points_then_apply_converges(dialect_name: str, make_database: MakeDatabase, tmp_path: Path):
     """Kill `migrate apply` with SIGKILL at seeded moments; `migrate apply` must then reach
-    every head with each revision applied exactly once (one ledger row per revision)."""
+    every head with each revision applied exactly once (one ledger row per revision). Before
+    and after the resume, `status --json` shows the revisions the databases hold; after it,
+    no interrupted run."""
     points = 20 if dialect_name == "sqlite" else 5
     rnd = random.Random(20261127)
     slow = {"MIGRATE_TEST_SLEEP": "0.03"}
@@ -98,7 +122,8 @@ def test_sigkill_at_seeded_points_then_apply_converges(dialect_name: str, make_d
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         project = api.open_project(str(ws.manifest))
-        info = api.status(project).to_json()
+        info = _status_json(ws)
+        assert _current(info) == _versions(urls), f"kill point {point}: status is not what the databases hold"
         if info["interrupted_run"] is not None:
             interrupted_seen += 1
             assert info["interrupted_run"]["outcome"] in ("running", "interrupted")
@@ -113,11 +138,88 @@ def test_sigkill_at_seeded_points_then_apply_converges(dialect_name: str, make_d
             state = snapshot(url)
             assert state.versions == (ws.revisions[svc][-1],), f"kill point {point}: {svc}"
             assert state.ledger == tuple(sorted(ws.revisions[svc])), f"kill point {point}: {svc} ran twice or not"
+        # status after the resume: every database at its head, nothing pending, no stopped run
+        after = _status_json(ws)
+        assert _current(after) == _versions(urls) == {svc: (revs[-1],) for svc, revs in ws.revisions.items()}
+        assert [s["pending"] for s in after["services"]] == [0] * len(urls)
+        assert after["interrupted_run"] is None, f"kill point {point}: {after['interrupted_run']}"
+        assert after["lock"] is None
         history = api.history(project, None)
         if info["interrupted_run"] is not None:
             killed = next(r for r in history if r["id"] == info["interrupted_run"]["id"])
             assert killed["outcome"] == "interrupted"
     assert interrupted_seen >= (points - 2) // 2, interrupted_seen  # most kill points landed inside a run
+
+
+@pytest.mark.parametrize("dialect_name", ["sqlite", "postgresql"])
+def test_killed_after_its_last_step_committed_then_apply_finds_nothing_left_and_status_agrees(
+    dialect_name: str, make_database: MakeDatabase, tmp_path: Path
+) -> None:
+    """`apply` is killed after its last revision committed but before the journal recorded it
+    (the test holds the state database's write lock across that moment). `status` shows the
+    interrupted run and the databases' real revisions; the next `apply` takes over, finds
+    nothing left to do, and from then on `status` shows no interrupted run."""
+    url = make_database(dialect_name)
+    ws = build(tmp_path / "ws", {"users": chain("users", 2)}, {"users": url})
+    last = ws.revisions["users"][-1]
+    state = ws.root / ".migrate" / "test" / "state.db"
+    proc = _start(ws, "apply", env={"MIGRATE_TEST_SLEEP": "0.5"})
+    try:
+        _wait_until(lambda: _step_status(state, f"users@{last}") == "running")
+        writer = sqlite3.connect(state, isolation_level=None, timeout=30)
+        writer.execute("BEGIN IMMEDIATE")  # the run's next journal write waits for this
+        try:
+            _wait_until(lambda: _versions({"users": url}) == {"users": (last,)})
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            writer.execute("ROLLBACK")
+            writer.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _step_status(state, f"users@{last}") == "running"  # the journal never heard of the commit
+    killed = _status_json(ws)
+    assert _current(killed) == {"users": (last,)}
+    assert killed["interrupted_run"] is not None and killed["interrupted_run"]["outcome"] == "running"
+
+    resumed = api.apply(api.open_project(str(ws.manifest)))
+
+    assert resumed.exit_code == 0, resumed.message
+    assert resumed.outcome == "nothing_to_do"
+    assert snapshot(url).ledger == tuple(sorted(ws.revisions["users"]))
+    after = _status_json(ws)
+    assert _current(after) == _versions({"users": url}) == {"users": (last,)}
+    assert after["services"][0]["pending"] == 0
+    assert after["interrupted_run"] is None, after["interrupted_run"]
+    assert after["lock"] is None
+
+
+def _wait_until(ready: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if ready():
+                return
+        except (sa.exc.OperationalError, sqlite3.OperationalError):  # SQLite busy: ask again
+            pass
+        assert time.monotonic() < deadline, "the moment never came"
+        time.sleep(0.02)
+
+
+def _step_status(state: Path, node: str) -> str | None:
+    """The latest journal status of ``node`` (None: no step row yet)."""
+    if not state.exists():
+        return None
+    with closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5)) as conn:
+        try:
+            row = conn.execute(
+                "SELECT status FROM migrate_steps WHERE node = ? ORDER BY run_id DESC, seq DESC LIMIT 1", (node,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # no journal tables yet
+            return None
+    return None if row is None else str(row[0])
 
 
 def test_second_apply_exits_3_naming_the_holder_or_waits(make_database: MakeDatabase, tmp_path: Path):

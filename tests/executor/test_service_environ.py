@@ -112,15 +112,46 @@ def test_environ_expands_vars_and_a_missing_one_is_an_error(make_database: MakeD
     urls = {"alpha": make_database("sqlite"), "beta": make_database("sqlite")}
     root = _workspace(tmp_path, urls, environ={"DATABASE_URL": "{url}", "APP_MODE": "${APP_MODE_FOR_TEST}"})
 
-    missing = run_migrate(["apply", "--json"], root)
-    assert missing.exit_code == 2
-    error = missing.json()["error"]
-    assert "services.alpha.environ.APP_MODE" in error and "APP_MODE_FOR_TEST" in error
-    assert not any(Path(url.removeprefix("sqlite:///")).exists() for url in urls.values())  # nothing created
+    for args in (["apply", "--json"], ["check", "--roundtrip", "--json"]):
+        missing = run_migrate(args, root)
+        assert missing.exit_code == 2, (args, missing.stdout)
+        error = missing.json()["error"]
+        assert "services.alpha.environ.APP_MODE" in error and "APP_MODE_FOR_TEST" in error
+        assert not any(Path(url.removeprefix("sqlite:///")).exists() for url in urls.values())  # nothing created
 
     applied = run_migrate(["apply", "--json"], root, env={"APP_MODE_FOR_TEST": "test"})
     assert applied.exit_code == 0, applied.stderr
     _assert_landed(urls)
+
+
+def test_check_roundtrip_runs_each_env_py_on_the_database_it_is_given(
+    make_database: MakeDatabase, tmp_path: Path
+) -> None:
+    """With `environ`, `check --roundtrip` hands each env.py its temporary database as
+    `{url}`: a DATABASE_URL in the process environment (another database) is never touched.
+    Without it, each env.py migrates that other database; the round trip reads its own
+    database's version table back after the step, reports MG602 naming the env.py, and stops
+    that service's round trip there, before any downgrade runs on the other database."""
+    urls = {"alpha": make_database("sqlite"), "beta": make_database("sqlite")}
+    other = make_database("sqlite")
+    root = _workspace(tmp_path / "with", urls)
+
+    checked = run_migrate(["check", "--roundtrip", "--json"], root, env={"DATABASE_URL": other})
+
+    assert checked.exit_code == 0, checked.stdout
+    assert checked.json()["findings"] == []
+    assert not Path(other.removeprefix("sqlite:///")).exists()
+
+    bare = _workspace(tmp_path / "without", urls, environ={})
+    caught = run_migrate(["check", "--roundtrip", "--json"], bare, env={"DATABASE_URL": other})
+
+    assert caught.exit_code == 1, caught.stdout
+    findings = caught.json()["findings"]
+    assert [(f["code"], f["node"]) for f in findings] == [("MG602", "alpha@a1"), ("MG602", "beta@b1")]
+    assert all("did not migrate the database it was given" in f["message"] for f in findings)
+    # each upgrade landed in the other database, and nothing was undone there
+    assert version_rows(other) == ["a1", "b1"]
+    assert tables(other) == {"alembic_version", "alpha_items", "beta_orders"}
 
 
 @pytest.mark.parametrize(
