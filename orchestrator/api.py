@@ -166,6 +166,7 @@ class StatusResult:
     last_run: dict[str, Any] | None = None
     interrupted_run: dict[str, Any] | None = None
     lock: dict[str, Any] | None = None
+    following_copies: tuple[FollowingCopy, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -175,7 +176,21 @@ class StatusResult:
             "last_run": self.last_run,
             "interrupted_run": self.interrupted_run,
             "lock": self.lock,
+            "following_copies": [f.to_json() for f in self.following_copies],
         }
+
+
+@dataclass(frozen=True)
+class FollowingCopy:
+    """A follow-mode copy between its step and its cut-over: capture is on."""
+
+    copy: str
+    source: str  # service.table
+    target: str
+    lag: int | None  # entries waiting in the change log; None: its capture is missing
+
+    def to_json(self) -> dict[str, Any]:
+        return {"copy": self.copy, "source": self.source, "target": self.target, "lag": self.lag}
 
 
 def status(project: Project, env: str | None = None) -> StatusResult:
@@ -198,7 +213,30 @@ def status(project: Project, env: str | None = None) -> StatusResult:
         interrupted = None  # taken over, and every step it left is applied: nothing continues it
     if interrupted is not None:
         explain_interrupted(project, name, interrupted)
-    return StatusResult(name, tuple(rows), copies, last_run, interrupted, lock)
+    following = _following_copies(project, name)
+    return StatusResult(name, tuple(rows), copies, last_run, interrupted, lock, following)
+
+
+def _following_copies(project: Project, env: str) -> tuple[FollowingCopy, ...]:
+    """Follow-mode copies that have copied and not cut over yet, with their lag."""
+    specs = [c for c in project.manifest.copies if c.mode == "follow"]
+    if not specs:
+        return ()
+    from orchestrator.copy import CopyCheckpoint
+    from orchestrator.copy.capture import capture_lag
+    from orchestrator.runtime import journal
+    from orchestrator.runtime.engines import engine_for
+
+    records = journal.copy_records(project.manifest, [c.name for c in specs], env, project.environ)
+    out = []
+    for spec in specs:
+        record = records.get(spec.name)
+        if record is None or record.state != "copied" or CopyCheckpoint.from_json(record.checkpoint).cut_over:
+            continue
+        with engine_for(project.url(env, spec.source)) as source:
+            lag = capture_lag(spec, source)
+        out.append(FollowingCopy(spec.name, f"{spec.source}.{spec.table}", f"{spec.target}.{spec.target_table}", lag))
+    return tuple(out)
 
 
 # -- plan ---------------------------------------------------------------------------------

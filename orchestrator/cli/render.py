@@ -152,6 +152,9 @@ def status_extra(result: StatusResult) -> list[str]:
     lines = []
     if result.pending_copies:
         lines.append("pending copies: " + ", ".join(result.pending_copies))
+    for f in result.following_copies:
+        lag = "its change capture is missing" if f.lag is None else f"lag {f.lag} change(s) waiting"
+        lines.append(f"following: copy:{escape(f.copy)} {escape(f.source)} -> {escape(f.target)}, {lag}")
     if result.last_run:
         r = result.last_run
         lines.append(f"last run: {r['id']} {r['kind']} {r['outcome']} at {r.get('finished') or r.get('started')}")

@@ -184,15 +184,29 @@ class Copier:
             self.digest = StreamDigest(binary=False)
         self.block_rows = max(1, min(self.spec.batch_size, 2_000))
         self.helpers: _Helpers | None = None
+        # The last key to copy, when rows added after the copy began are another's to carry
+        # (follow mode: the change log): a copy chasing the inserts at the end of a live table
+        # would never end.
+        self.upto: tuple[Any, ...] | None = None
+        self.bounded = False  # whether ``upto`` applies
+
+    def last_key(self) -> tuple[Any, ...] | None:
+        """The source's greatest key, now."""
+        sql, params = self.ssql.last_after(self.skey, None)
+        rows = self.src.fetch(sql, params)
+        self.src.commit()
+        return tuple(rows[0]) if rows else None
 
     def canon_key(self, row: Sequence[Any]) -> tuple[str | None, ...]:
         return self.keys.canon_in(row)
 
     def next_bound(self, lo: Sequence[Any] | None, n: int) -> tuple[Any, ...] | None:
-        sql, params = self.ssql.bound_after(self.skey, lo, n)
+        if self.bounded and self.upto is None:
+            return None  # the source was empty when the copy began
+        sql, params = self.ssql.bound_after(self.skey, lo, n, self.upto)
         rows = self.src.fetch(sql, params)
         if not rows:
-            sql, params = self.ssql.last_after(self.skey, lo)
+            sql, params = self.ssql.last_after(self.skey, lo, self.upto)
             rows = self.src.fetch(sql, params)
         self.src.commit()
         return tuple(rows[0]) if rows else None
@@ -238,23 +252,24 @@ class Copier:
                     if ck in present:
                         counts.present += 1
                         continue
-                if convs:
-                    vals = list(row)
-                    i = -1
-                    try:
-                        for i, f in convs:
-                            v = vals[i]
-                            if v is not None:
-                                vals[i] = f(v)
-                    except ValueProblem as problem:
-                        raise self.value_error(row, i, str(problem)) from None
-                    out.append(vals)
-                else:
-                    out.append(row)
+                out.append(self.convert(row) if convs else row)
             if out:
                 yield out
             if throttle is not None:
                 throttle.rows_done(len(rows))
+
+    def convert(self, row: Sequence[Any]) -> list[Any]:
+        """A source row as the target's driver takes it."""
+        vals = list(row)
+        i = -1
+        try:
+            for i, f in self.convs:
+                v = vals[i]
+                if v is not None:
+                    vals[i] = f(v)
+        except ValueProblem as problem:
+            raise self.value_error(row, i, str(problem)) from None
+        return vals
 
     def value_error(self, row: Sequence[Any], index: int, problem: str) -> CopyValueError:
         column = self.plan.columns[index].target.name

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,13 +35,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from orchestrator.copy.capture import Capture, ReplayStats, replaying
 from orchestrator.copy.checkpoint import PreexistingKeys
 from orchestrator.copy.copier import Copier, where_filter
 from orchestrator.copy.dialects import DialectImpl, impl_for, impl_for_sqlalchemy
 from orchestrator.copy.errors import CopyFailedError, CopyVerificationError
+from orchestrator.copy.revert import delete_copied
 from orchestrator.copy.schema import CopyPlan, build_plan, dialect_of, quote_identifier, split_table_name
 from orchestrator.copy.streams import RawConn, raw_connection
-from orchestrator.copy.verify import canon_rows, verify_copy
+from orchestrator.copy.values import CanonKey
+from orchestrator.copy.verify import canon_rows, verify_copy, verify_streams
 from orchestrator.core.model import CopySpec
 
 
@@ -51,6 +54,10 @@ class CopyCutoverError(CopyFailedError):
     def __init__(self, message: str, hint: str | None = None, *, differing: int):
         super().__init__(message, hint)
         self.differing = differing
+
+
+class CopyCutoverBusyError(CopyFailedError):
+    """Writes come too fast for a cut-over within ``cutover_max_block``; nothing was blocked."""
 
 
 @dataclass(frozen=True)
@@ -95,11 +102,12 @@ def _impl(conn: sa.Connection) -> DialectImpl:
     return impl
 
 
-def block_writes(conn: sa.Connection, table: str) -> str:
+def block_writes(conn: sa.Connection, table: str, log: str | None = None) -> str:
     """Block writes to ``table`` on ``conn``, inside its open transaction (PostgreSQL, SQLite)
-    or until ``release`` (MariaDB). Returns how, for the output."""
+    or until ``release`` (MariaDB). ``log``: the change-log table of a follow-mode copy, which
+    the blocking session drains. Returns how, for the output."""
     impl = _impl(conn)
-    _run(_dbapi(conn), impl.block_sql.format(table=_quoted(impl.name, table)))
+    _run(_dbapi(conn), impl.block_statement(_quoted(impl.name, table), log and _quoted(impl.name, log)))
     return impl.block_how.format(table=table)
 
 
@@ -213,7 +221,8 @@ def verify_blocked(
                 f"{exc.message.split('; ', 1)[-1]}), so the revision that follows the copy did not "
                 f"run and nothing was dropped; the source keeps every write, and the copied rows were "
                 f"removed from {spec.target}.{spec.target_table}. Something still writes to "
-                f"{spec.source}.{spec.table}: stop its writers, then apply again, which copies again",
+                f'{spec.source}.{spec.table}: stop its writers, or set mode = "follow" on this copy so that '
+                f"their writes are captured and replayed, then apply again, which copies again",
                 differing=differing,
             ) from exc
     return CutoverCheck(outcome.target_count, outcome.checksum, how)
@@ -222,8 +231,13 @@ def verify_blocked(
 def count_differences(copier: Copier, pre: PreexistingKeys) -> int:
     """Rows that differ between the two sides, by key: source rows missing from the target or
     held there with other values, plus target rows the source lacks."""
+    return len(differing_keys(copier, pre))
+
+
+def differing_keys(copier: Copier, pre: PreexistingKeys) -> dict[CanonKey, tuple[Any, ...]]:
+    """The keys of the rows counted by ``count_differences``, as the source's driver takes them."""
     source, target = canon_rows(copier, 0), canon_rows(copier, 1)
-    differing = 0
+    differing: dict[CanonKey, tuple[Any, ...]] = {}
     for side, other in ((source, target), (target, source)):
         lo: Sequence[Any] | None = None
         while True:
@@ -236,13 +250,189 @@ def count_differences(copier: Copier, pre: PreexistingKeys) -> int:
                 continue
             keys = [_other_key(copier, side is source, row) for row, _, _ in wanted]
             found = {ck: canon for _, canon, ck in other.by_keys(keys)}
-            for _, canon, ck in wanted:
+            for row, canon, ck in wanted:
                 theirs = found.get(ck)
                 # from the source: missing or different; from the target: only missing (a
                 # different row was counted from the source's side)
-                differing += theirs is None or (side is source and theirs != canon)
+                if theirs is None or (side is source and theirs != canon):
+                    key = tuple(row[i] for i in copier.plan.key_index)
+                    differing[ck] = key if side is source else copier.keys.to_source(key)
     return differing
+
+
+def compare_keys(copier: Copier, keys: Mapping[CanonKey, tuple[Any, ...]]) -> dict[CanonKey, tuple[Any, ...]]:
+    """The rows of ``keys`` (as the source's driver takes them) that differ between the two
+    sides; a row missing on one side differs."""
+    source, target = canon_rows(copier, 0), canon_rows(copier, 1)
+    wanted = list(keys.items())
+    differing: dict[CanonKey, tuple[Any, ...]] = {}
+    for i in range(0, len(wanted), COMPARE_KEYS):
+        chunk = wanted[i : i + COMPARE_KEYS]
+        theirs = {ck: canon for _, canon, ck in source.by_keys([k for _, k in chunk])}
+        ours = {ck: canon for _, canon, ck in target.by_keys([copier.keys.to_target(k) for _, k in chunk])}
+        differing.update((ck, k) for ck, k in chunk if theirs.get(ck) != ours.get(ck))
+    return differing
+
+
+COMPARE_KEYS = 500
+NARROW_TO = 50  # keys few enough to compare under the block
+NARROW_ROUNDS = 4
+
+
+# --- follow mode ---------------------------------------------------------------------------
+
+
+@dataclass
+class FollowWatch:
+    """What a follow-mode cut-over learnt before blocking writes: the keys that differed in
+    its full verification, run while writes went on (``suspects``), and the replays since
+    (``since``), whose keys are compared again under the block."""
+
+    suspects: dict[CanonKey, tuple[Any, ...]]
+    since: ReplayStats
+
+
+def watch_follow(plan: CopyPlan, source: Engine, target: Engine, pre: PreexistingKeys) -> FollowWatch:
+    """Before the block: replay until the log is short, then verify in full (count and
+    checksum of every copied column) while writes go on.
+
+    Where the source gives a consistent snapshot (PostgreSQL, MariaDB), the verification is
+    exact: in one repeatable-read transaction the log entries it sees are replayed with the
+    rows as that snapshot holds them, so the target is exactly the snapshot, which is then
+    compared. Elsewhere (SQLite, where a long read would hold writers back) a row written
+    during the verification may differ: the differing keys are kept as suspects, compared
+    again before and under the block. Either way every key replayed from then on is
+    remembered (``FollowWatch.since``)."""
+    with replaying(plan, source, target) as (capture, copier):
+        capture.replay(copier, copier.src, pre, ReplayStats(), until=1_000)
+        since = ReplayStats()
+        pinned = _Borrowed(copier.src.dialect, copier.src.dbapi, copier.src.proxy)
+        if impl_for(pinned.dialect).begin_snapshot(pinned):
+            snapshot = Copier(plan, pinned, copier.tgt, source, target)
+            capture.replay(snapshot, pinned, pre, ReplayStats())  # what the snapshot sees
+            try:
+                if verify_streams(snapshot, pre) is None:
+                    verify_copy(snapshot, pre)
+                suspects: dict[CanonKey, tuple[Any, ...]] = {}
+            except CopyVerificationError:
+                suspects = differing_keys(snapshot, pre)
+            finally:
+                copier.src.commit()  # the replayed entries are forgotten
+            return FollowWatch(suspects, since)
+        try:
+            verify_copy(copier, pre)
+            suspects = {}
+        except CopyVerificationError:
+            suspects = differing_keys(copier, pre)
+        return FollowWatch(suspects, since)
+
+
+def catch_up(
+    plan: CopyPlan, source: Engine, target: Engine, pre: PreexistingKeys, watch: FollowWatch, block: float
+) -> int:
+    """Just before the block: replay the log, and narrow the keys that must be compared under
+    the block. The keys written during the full verification are compared now, outside the
+    block; what still differs, and what is logged from that comparison on, is all that stays.
+    Each round is shorter than the one before, so a few leave about what is written during
+    one comparison of a few hundred rows, whatever the table's size. When writes come too fast
+    for comparing what is left to fit in half of ``block`` seconds (``cutover_max_block``),
+    it fails without blocking anything, after a bounded number of rounds. Returns the keys
+    left."""
+    spec = plan.spec
+    with replaying(plan, source, target) as (capture, copier):
+        per_key = 0.0005  # seconds to compare one key, until measured
+        for round_ in range(NARROW_ROUNDS * 3):
+            capture.replay(copier, copier.src, pre, watch.since)
+            keys = {**watch.suspects, **watch.since.keys}
+            if len(keys) <= NARROW_TO or (round_ >= NARROW_ROUNDS and len(keys) * per_key <= block / 2):
+                return len(keys)
+            fresh = ReplayStats()
+            started = time.monotonic()
+            watch.suspects, watch.since = compare_keys(copier, keys), fresh
+            per_key = (time.monotonic() - started) / len(keys)
+    raise CopyCutoverBusyError(
+        f"{where_filter(spec, 'source')}: cannot cut over within cutover_max_block ({block:g} s): "
+        f"{len(watch.suspects) + len(watch.since.keys)} rows changed during each of "
+        f"{NARROW_ROUNDS * 3} rounds of comparison, more than can be compared with writes blocked "
+        "for that long. Nothing was blocked, and the copy goes on following",
+        "apply again when writes are fewer, or raise cutover_max_block for this copy",
+    )
+
+
+def drain_blocked(
+    plan: CopyPlan,
+    conn: sa.Connection,
+    source: Engine,
+    target: Engine,
+    pre: PreexistingKeys,
+    watch: FollowWatch,
+) -> Drained:
+    """Under the block, on ``conn``: replay the whole log, then compare the rows of every key
+    logged since the full verification, and those it found different. Raises
+    ``CopyCutoverError`` when any still differs."""
+    spec = plan.spec
+    proxy = conn.connection
+    src = _Borrowed(dialect_of(source), proxy.driver_connection, proxy)
+    with raw_connection(target) as tgt, _utc(src):
+        copier = Copier(plan, src, tgt, source, target)
+        before = watch.since.entries
+        Capture(plan, source).replay(copier, src, pre, watch.since)
+        drained = watch.since.entries - before
+        keys = {**watch.suspects, **watch.since.keys}
+        differing = len(compare_keys(copier, keys))
+    if differing:
+        raise CopyCutoverError(
+            f"cut-over refused: {where_filter(spec, 'target')} does not match {where_filter(spec, 'source')} "
+            f"after replaying every logged change ({differing} row{'s' if differing != 1 else ''} differ), so "
+            f"the revision that follows the copy did not run and nothing was dropped; the source keeps every "
+            f"write, and the copy and its change capture were removed. Something other than this copy writes "
+            f"to {spec.target}.{spec.target_table}, or a change escaped the triggers (TRUNCATE is not logged): "
+            f"stop it, then apply again, which copies again",
+            differing=differing,
+        )
+    return Drained(len(keys), drained)
 
 
 def _other_key(copier: Copier, from_source: bool, row: Sequence[Any]) -> tuple[Any, ...]:
     return copier.keys.to_target_in(row) if from_source else copier.keys.to_source_in(row)
+
+
+@dataclass(frozen=True)
+class Drained:
+    """What a follow-mode cut-over did under its block."""
+
+    compared: int  # rows compared
+    entries: int  # log entries replayed: the lag left when the block was taken
+
+
+@dataclass(frozen=True)
+class AloneCutover:
+    blocked: float  # seconds writers were blocked
+    how: str
+    drained: Drained
+
+
+def cut_over_alone(plan: CopyPlan, source: Engine, target: Engine, pre: PreexistingKeys) -> AloneCutover:
+    """The cut-over of a follow-mode copy that no revision waits for, at the end of its step:
+    verify in full while writes go on, then block writes on a connection of its own, drain
+    the log, compare the rows logged since, and remove the capture."""
+    watch = watch_follow(plan, source, target, pre)
+    catch_up(plan, source, target, pre, watch, plan.spec.cutover_max_block)
+    capture = Capture(plan, source)
+    with source.connect() as conn:
+        conn.begin()
+        began = time.monotonic()
+        how = block_writes(conn, plan.spec.table, capture.log_table)
+        try:
+            drained = drain_blocked(plan, conn, source, target, pre, watch)
+        except CopyCutoverError:
+            conn.rollback()
+            release(conn)
+            capture.remove()
+            delete_copied(plan, target, pre, None)
+            raise
+        conn.commit()
+        release(conn)
+        blocked = time.monotonic() - began
+    capture.remove()
+    return AloneCutover(blocked, how, drained)

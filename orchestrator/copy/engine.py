@@ -6,6 +6,7 @@ import time
 
 from sqlalchemy.engine import Engine
 
+from orchestrator.copy.capture import Capture, ReplayStats
 from orchestrator.copy.checkpoint import (
     CheckpointStore,
     CopyCheckpoint,
@@ -41,6 +42,7 @@ from orchestrator.copy.streams import (
     raw_connection,
 )
 from orchestrator.copy.verify import (
+    VerifyOutcome,
     verify_copy,
 )
 from orchestrator.core.model import CopySpec
@@ -125,10 +127,15 @@ def copy_table(
     started = time.monotonic()
     plan = _prepare(spec, source, target)
     total = estimate_rows(spec, source)
+    capture = Capture(plan, source) if spec.mode == "follow" else None
+    if capture is not None:
+        capture.install()  # before a row is read: every later write is logged
     checkpoint = store.load()
     try:
         with raw_connection(source) as src, raw_connection(target) as tgt:
             copier = Copier(plan, src, tgt, source, target)
+            if capture is not None:
+                copier.upto, copier.bounded = copier.last_key(), True  # later rows are logged, and replayed
             if checkpoint is None:
                 pre = scan_preexisting(copier)
                 check_preexisting(copier, pre)  # before a row is written
@@ -138,9 +145,15 @@ def copy_table(
             else:
                 uncertain = True
             checkpoint, method = copier.run_batches(checkpoint, store, uncertain, on_progress, total)
-            outcome = verify_copy(copier, checkpoint.preexisting)
+            if capture is None:
+                outcome = verify_copy(copier, checkpoint.preexisting)
+            else:
+                # the source kept taking writes: they are in the log; the cut-over verifies
+                outcome = _follow(capture, copier, checkpoint)
             check_preexisting(copier, checkpoint.preexisting)
     except CopyPreflightError:
+        if capture is not None and checkpoint is None:
+            capture.remove()
         raise
     except Exception as exc:
         if checkpoint is None:  # nothing was written
@@ -148,7 +161,7 @@ def copy_table(
                 raise
             raise _wrap(spec, exc) from exc
         failure = exc if isinstance(exc, CopyError) else _wrap(spec, exc)
-        _cleanup_after_failure(plan, source, target, store, checkpoint.preexisting, failure)
+        _cleanup_after_failure(plan, source, target, store, checkpoint.preexisting, failure, capture)
         if failure is exc:
             raise
         raise failure from exc
@@ -163,6 +176,17 @@ def copy_table(
         checksum=outcome.checksum,
         method=method,
     )
+
+
+FOLLOW_LAG = 1_000  # a follow-mode copy step ends with at most this many entries in the log
+
+
+def _follow(capture: Capture, copier: Copier, checkpoint: CopyCheckpoint) -> VerifyOutcome:
+    """The end of a follow-mode copy step: the writes made during the copy are replayed until
+    the log is short; capture stays on until the cut-over."""
+    capture.replay(copier, copier.src, checkpoint.preexisting, ReplayStats(), until=FOLLOW_LAG)
+    copied = checkpoint.rows_copied
+    return VerifyOutcome(copied + checkpoint.rows_skipped, copied, checkpoint.rows_skipped, "following")
 
 
 def _wrap(spec: CopySpec, exc: BaseException) -> CopyFailedError:
@@ -180,8 +204,11 @@ def _cleanup_after_failure(
     store: CheckpointStore,
     pre: PreexistingKeys,
     failure: CopyError,
+    capture: Capture | None,
 ) -> None:
     try:
+        if capture is not None:
+            capture.remove()  # first: no write may be logged for rows that are going
         delete_copied(plan, target, pre, None)
         store.save(CopyCheckpoint(None, 0, pre, 0))
     except Exception as cleanup_exc:

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from orchestrator.copy.capture import remove_capture
 from orchestrator.copy.checkpoint import (
     CheckpointStore,
     CopyCheckpoint,
@@ -263,6 +264,8 @@ def revert_copy(
     source (inserting what it lacks, updating what differs), then delete the copied rows from
     the target (every row outside the pre-existing keys). Idempotent."""
     started = time.monotonic()
+    if spec.mode == "follow":
+        remove_capture(spec, source)  # first: nothing is followed any more
     checkpoint = store.load()
     if checkpoint is None:  # the copy never began: it wrote nothing
         return RevertResult(0, 0, time.monotonic() - started)

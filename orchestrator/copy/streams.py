@@ -118,14 +118,19 @@ class TableSql:
         sql = f"SELECT {self.cols(columns)} FROM {self.name}{where} ORDER BY {self.order(key)}"
         return sql, params
 
-    def bound_after(self, key: Sequence[str], lo: Sequence[Any] | None, n: int) -> tuple[str, list[Any]]:
-        """The key of the n-th row after ``lo`` (the inclusive upper bound of the next batch)."""
-        where, params = self.where(self.range_parts(key, lo, None))
+    def bound_after(
+        self, key: Sequence[str], lo: Sequence[Any] | None, n: int, upto: Sequence[Any] | None = None
+    ) -> tuple[str, list[Any]]:
+        """The key of the n-th row after ``lo`` (the inclusive upper bound of the next batch),
+        among the rows up to ``upto``."""
+        where, params = self.where(self.range_parts(key, lo, upto))
         sql = f"SELECT {self.cols(key)} FROM {self.name}{where} ORDER BY {self.order(key)} LIMIT 1 OFFSET {int(n) - 1}"
         return sql, params
 
-    def last_after(self, key: Sequence[str], lo: Sequence[Any] | None) -> tuple[str, list[Any]]:
-        where, params = self.where(self.range_parts(key, lo, None))
+    def last_after(
+        self, key: Sequence[str], lo: Sequence[Any] | None, upto: Sequence[Any] | None = None
+    ) -> tuple[str, list[Any]]:
+        where, params = self.where(self.range_parts(key, lo, upto))
         sql = f"SELECT {self.cols(key)} FROM {self.name}{where} ORDER BY {self.order(key, desc=True)} LIMIT 1"
         return sql, params
 

@@ -48,7 +48,7 @@ from orchestrator.copy.values import (
 
 
 @dataclass(frozen=True)
-class _Outcome:
+class VerifyOutcome:
     source_count: int
     target_count: int
     skipped: int
@@ -81,7 +81,7 @@ def _side_digest(
     return hasher.count, hasher.total, skipped, False
 
 
-def _verify_stream(copier: Copier, digest: StreamDigest) -> _Outcome | None:
+def _verify_stream(copier: Copier, digest: StreamDigest) -> VerifyOutcome | None:
     """Compare the target, read back in key order, with what the source sent; None when they
     differ (the caller then compares canonical lines, which also names the first difference).
 
@@ -101,7 +101,17 @@ def _verify_stream(copier: Copier, digest: StreamDigest) -> _Outcome | None:
     return outcome
 
 
-def _target_stream(conn: RawConn, digest: StreamDigest, select: str) -> _Outcome | None:
+def _target_stream(conn: RawConn, digest: StreamDigest, select: str) -> VerifyOutcome | None:
+    rows, hashed, valid = _stream_hash(conn, select, digest.binary)
+    if not valid or rows != digest.rows or hashed != digest.hash.hexdigest():
+        return None
+    kind = "binary" if digest.binary else "text"
+    return VerifyOutcome(digest.rows, rows, 0, f"sha256-{kind}:{rows}:{hashed}")
+
+
+def _stream_hash(conn: RawConn, select: str, binary: bool) -> tuple[int, str, bool]:
+    """(rows, SHA-256 of their COPY output in the order of ``select``, whether the binary
+    stream was one this reader understands) of a PostgreSQL query."""
     cur = conn.dbapi.cursor()
     try:  # PostgreSQL's output of dates, times and bytea depends on these; the key's index
         # gives the order (sorting a big table would spill to disk)
@@ -112,26 +122,42 @@ def _target_stream(conn: RawConn, digest: StreamDigest, select: str) -> _Outcome
         )
     finally:
         cur.close()
-    target = hashlib.sha256()
-    reader = CopyOutReader(conn, f"COPY ({select}) TO STDOUT" + (" (FORMAT BINARY)" if digest.binary else ""))
+    hashed = hashlib.sha256()
+    reader = CopyOutReader(conn, f"COPY ({select}) TO STDOUT" + (" (FORMAT BINARY)" if binary else ""))
     valid = True
-    if digest.binary:
-        body = BinaryCopyBody(target.update)
+    if binary:
+        body = BinaryCopyBody(hashed.update)
         for data, _ in reader:
             body.feed(data)
         body.finish()
         valid = body.valid
     else:
         for data, _ in reader:
-            target.update(data)
+            hashed.update(data)
     conn.rollback()
-    if not valid or reader.rows != digest.rows or target.digest() != digest.hash.digest():
+    return reader.rows, hashed.hexdigest(), valid
+
+
+def verify_streams(copier: Copier, pre: PreexistingKeys) -> VerifyOutcome | None:
+    """Compare both sides' binary COPY output in key order, read at once, where both are
+    PostgreSQL with binary-compatible columns and the target held no row before the copy:
+    equal streams are equal rows. None when that does not apply, or the streams differ (then
+    ``verify_copy`` compares canonical forms and names the difference)."""
+    if pre or not copier.passthrough:
         return None
-    kind = "binary" if digest.binary else "text"
-    return _Outcome(digest.rows, reader.rows, 0, f"sha256-{kind}:{reader.rows}:{target.hexdigest()}")
+    ssql, tsql = copier.ssql, copier.tsql
+    ssel = f"SELECT {ssql.cols(copier.scols)} FROM {ssql.name} ORDER BY {ssql.order(copier.skey)}"
+    tsel = f"SELECT {tsql.cols(copier.tcols)} FROM {tsql.name} ORDER BY {tsql.order(copier.tkey)}"
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        later = pool.submit(_stream_hash, copier.tgt, tsel, True)
+        s_rows, s_hash, s_valid = _stream_hash(copier.src, ssel, True)
+        t_rows, t_hash, t_valid = later.result()
+    if not (s_valid and t_valid) or s_rows != t_rows or s_hash != t_hash:
+        return None
+    return VerifyOutcome(s_rows, t_rows, 0, f"sha256-binary:{t_rows}:{t_hash}")
 
 
-def verify_copy(copier: Copier, pre: PreexistingKeys) -> _Outcome:
+def verify_copy(copier: Copier, pre: PreexistingKeys) -> VerifyOutcome:
     plan = copier.plan
     digest = copier.digest
     if digest is not None and digest.ok and not pre:
@@ -163,7 +189,7 @@ def verify_copy(copier: Copier, pre: PreexistingKeys) -> _Outcome:
             "writer); fix it and run the copy again. The copied rows were removed",
             key=key,
         )
-    return _Outcome(s_count, t_count, skipped, f"md5-sum:{s_count}:{s_sum:x}")
+    return VerifyOutcome(s_count, t_count, skipped, f"md5-sum:{s_count}:{s_sum:x}")
 
 
 # (row as read, its canonical form, its key's canonical form)

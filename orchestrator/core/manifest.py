@@ -7,9 +7,9 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from orchestrator.core.model import CopySpec, EnvSpec, Manifest, RequireSpec, ServiceSpec
+from orchestrator.core.model import COPY_MODES, CopyMode, CopySpec, EnvSpec, Manifest, RequireSpec, ServiceSpec
 from orchestrator.core.redact import quote_userinfo, register_url_secrets, split_userinfo
 from orchestrator.errors import ManifestError
 
@@ -35,6 +35,8 @@ _COPY_KEYS = {
     "batch_size",
     "max_rows_per_second",
     "pause_seconds",
+    "mode",
+    "cutover_max_block",
 }
 _REQUIRE_KEYS = {"node", "needs"}
 
@@ -332,7 +334,33 @@ def _parse_copy(r: _Reader, i: int, item: Any, names: set[str], seen: set[str]) 
         batch_size=batch,
         max_rows_per_second=rate,
         pause_seconds=pause,
+        mode=_copy_mode(r, table, key),
+        cutover_max_block=_duration(r, table, "cutover_max_block", key, 2.0),
     )
+
+
+def _copy_mode(r: _Reader, table: dict[str, Any], key: str) -> CopyMode:
+    mode = table.get("mode", "snapshot")
+    if mode not in COPY_MODES:
+        raise r.fail(f"{key}.mode", 'expected "snapshot" (the default) or "follow"')
+    return cast(CopyMode, mode)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+
+
+def _duration(r: _Reader, table: dict[str, Any], name: str, key: str, default: float) -> float:
+    """A duration written "2s", "500ms" or "1m", or a number of seconds."""
+    value = table.get(name, default)
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.fullmatch(value.strip())):
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    if seconds is None or seconds <= 0:
+        raise r.fail(f"{key}.{name}", 'expected a positive duration such as "2s" or "500ms"')
+    return seconds
 
 
 def _copy_pacing(r: _Reader, table: dict[str, Any], key: str) -> tuple[int, float | None, float]:

@@ -81,6 +81,10 @@ class ServiceSpec:
     environ: tuple[tuple[str, str], ...] = ()
 
 
+CopyMode = Literal["snapshot", "follow"]
+COPY_MODES: tuple[CopyMode, ...] = ("snapshot", "follow")
+
+
 @dataclass(frozen=True)
 class CopySpec:
     """One `[[copies]]` entry: move the rows of ``table`` from ``source`` to ``target``."""
@@ -97,6 +101,10 @@ class CopySpec:
     batch_size: int = 50_000
     max_rows_per_second: float | None = None
     pause_seconds: float = 0.0
+    # SPEC section 9: "snapshot" copies once and re-verifies at cut-over; "follow" captures the
+    # source's writes with triggers and replays them until cut-over
+    mode: CopyMode = "snapshot"
+    cutover_max_block: float = 2.0  # seconds writes to the source may be blocked at cut-over
 
     @property
     def node(self) -> str:

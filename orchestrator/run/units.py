@@ -130,8 +130,13 @@ def _run_revisions(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -
     log = StatementLog([], on_statement=journal_statements) if mysql else None
     try:
         with engine_for(url) as engine, StepReadback(spec, url, engine, upgrade) as readback, engine.connect() as conn:
+            # On SQLite each revision's transaction takes the write lock when it begins: begun
+            # as a reader, it could not become a writer while an application writes meanwhile.
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             held.append(conn)
             try:
+                if upgrade and unit.cutovers:
+                    cutovers.prepare()
                 run_revisions(spec, url, conn, [i.revision for i in unit.items], upgrade, hook, log)
             except BaseException:
                 cutovers.failed()
@@ -262,8 +267,14 @@ def _run_copy(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -> Uni
                 detail = f"finished an interrupted revert first ({rr.rows_restored_to_source} rows restored); "
             copying.preflight(spec, source, target)
             cr = copying.copy_table(spec, source, target, store, on_progress=progress)
+            detail += f"{cr.rows_copied} rows copied ({cr.rows_per_second:,.0f} rows/s, {cr.method}), "
+            if spec.mode == "follow" and not spec.before:
+                detail += _cut_over_alone(spec, source, target, store)
+            elif spec.mode == "follow":
+                detail += "following: capture stays on until the cut-over before " + ", ".join(spec.before)
+            else:
+                detail += "verified"
             store.finish_copy(awaits_cutover=bool(spec.before))
-            detail += f"{cr.rows_copied} rows copied ({cr.rows_per_second:,.0f} rows/s, {cr.method}), verified"
             values = {"rows": cr.rows_copied, "rows_per_second": cr.rows_per_second}
         seconds = time.perf_counter() - t0
         journal.step_update(
@@ -281,6 +292,24 @@ def _run_copy(unit: Unit, ctx: UnitContext, journal: Journal, emit: Emit) -> Uni
         source.dispose()
         target.dispose()
     return result
+
+
+def _cut_over_alone(spec: CopySpec, source: sa.Engine, target: sa.Engine, store: JournalCheckpointStore) -> str:
+    """A follow-mode copy no revision waits for cuts over at the end of its own step."""
+    from orchestrator.copy import CopyCheckpoint
+    from orchestrator.copy.cutover import CopyCutoverError, cut_over_alone, cutover_plan
+
+    checkpoint = store.load()
+    assert checkpoint is not None  # the copy has just saved it
+    try:
+        done = cut_over_alone(cutover_plan(spec, source, target), source, target, checkpoint.preexisting)
+    except CopyCutoverError:
+        store.save(CopyCheckpoint(None, 0, checkpoint.preexisting, 0))  # its rows and capture are gone
+        raise
+    return (
+        f"cut over: the last {done.drained.entries} logged change(s) replayed with writes blocked for "
+        f"{done.blocked:.3f} s ({done.how}), capture removed"
+    )
 
 
 # -- worker-process entry point -----------------------------------------------------------

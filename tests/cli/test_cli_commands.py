@@ -449,6 +449,7 @@ def test_status_json(small: Path) -> None:
         "last_run": None,
         "interrupted_run": None,
         "lock": None,
+        "following_copies": [],
     }
     assert not (small / ".migrate/dev/orders.db").exists()
 

@@ -209,3 +209,22 @@ def execute(url: str, *statements: str) -> None:
                 conn.execute(sa.text(statement))
     finally:
         eng.dispose()
+
+
+def capture_objects_left(url: str) -> list[str]:
+    """Tables, triggers and functions named as a follow-mode copy's change capture."""
+    eng = engine(url)
+    try:
+        with eng.connect() as conn:
+            names = sa.inspect(conn).get_table_names()
+            dialect = conn.dialect.name
+            if dialect == "postgresql":
+                names += conn.execute(sa.text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")).scalars().all()
+                names += conn.execute(sa.text("SELECT proname FROM pg_proc")).scalars().all()
+            elif dialect == "sqlite":
+                names += conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars().all()
+            else:
+                names += conn.execute(sa.text("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS")).scalars().all()
+        return sorted(n for n in names if n.startswith("migrate_capture_"))
+    finally:
+        eng.dispose()

@@ -13,10 +13,17 @@ SEED = "users@28b14b901000"
 COLUMNS = "id, user_id, street, city, postcode, country, created_at"
 
 
-def copy_example(tmp_path: Path) -> Path:
+def copy_example(tmp_path: Path, mode: str | None = "snapshot") -> Path:
+    """The example workspace in ``tmp_path / "ws"``, its copy in ``mode`` (None: the mode it
+    ships with, "follow"). The suites written for snapshot copies keep the default."""
     dest = tmp_path / "ws"
     dest.mkdir()
     shutil.copy(ROOT / "migrate.toml", dest / "migrate.toml")
+    if mode is not None:
+        manifest = dest / "migrate.toml"
+        text = manifest.read_text()
+        assert '\nmode = "follow"' in text
+        manifest.write_text(text.replace('\nmode = "follow"', f'\nmode = "{mode}"', 1))
     shutil.copytree(ROOT / "services", dest / "services", ignore=shutil.ignore_patterns("__pycache__"))
     return dest
 

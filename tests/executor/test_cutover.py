@@ -6,6 +6,7 @@ The example workspace moves ``users.addresses`` into ``shipping`` and then drops
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from orchestrator import api
 from orchestrator.copy import CopyCheckpoint, PreexistingKeys
 from orchestrator.runtime.journal import open_journal
 from tests.conftest import MakeDatabase
+from tests.copy.helpers import capture_objects_left
 from tests.executor.example import SEED, copy_example
 from tests.executor.example import address_rows as _rows
 
@@ -80,7 +82,7 @@ def test_a_write_after_the_copy_stops_the_drop(tmp_path: Path, where: str, make_
     before the drop: users.addresses keeps every write, the stale copy is removed from
     shipping, every database is at its previous revision. Once the writers stopped, apply
     copies again and the move completes with the late writes in shipping."""
-    workspace = copy_example(tmp_path)
+    workspace = copy_example(tmp_path, mode="snapshot")
     project, env = _project(workspace, where, make_database)
     assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
     copied = api.apply(project, env, targets=[COPY])
@@ -120,7 +122,7 @@ def test_revert_before_cut_over_leaves_the_source_alone(
     """Until cut-over the source is the truth: rolling back a copy whose drop has not run
     deletes the copied rows from the target and carries nothing back, so an update made to
     the source after the copy is not overwritten by the copy's older value."""
-    workspace = copy_example(tmp_path)
+    workspace = copy_example(tmp_path, mode="snapshot")
     project, env = _project(workspace, where, make_database)
     assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
     assert api.apply(project, env, targets=[COPY]).exit_code == 0
@@ -218,7 +220,7 @@ def test_no_write_slips_in_between_the_cut_over_and_the_drop(
     behind the block and fail once the table is gone: every insert that committed is in
     shipping, none was dropped. On MariaDB this also shows the revision may touch tables
     other than the source, which the block (handed over to it) does not forbid."""
-    workspace = _slow_drop(copy_example(tmp_path))
+    workspace = _slow_drop(copy_example(tmp_path, mode="snapshot"))
     project, env = _project(workspace, where, make_database)
     assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
     assert api.apply(project, env, targets=[COPY]).exit_code == 0
@@ -261,19 +263,9 @@ def test_no_write_slips_in_between_the_cut_over_and_the_drop(
     assert _copy_record(project, env)[1].cutover == "done"
 
 
-@pytest.mark.parametrize("where", ["dev", "ci"])
-def test_a_run_killed_in_the_cut_over_verifies_again_when_resumed(
-    tmp_path: Path, where: str, make_database: MakeDatabase
-) -> None:
-    """SIGKILL while the drop revision runs under the cut-over's block: its transaction dies
-    with the process, the journal says the cut-over began ("cutting"). Writes then reach the
-    source while nothing runs. The resumed apply must verify again, so it refuses the drop
-    and every write is still in users.addresses."""
-    workspace = _slow_drop(copy_example(tmp_path))
-    project, env = _project(workspace, where, make_database)
-    assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
-    assert api.apply(project, env, targets=[COPY]).exit_code == 0
-    users, shipping = project.url(env, "users"), project.url(env, "shipping")
+def _kill_in_the_cut_over(workspace: Path, project: api.Project, env: str) -> None:
+    """Run `migrate apply` and SIGKILL it while the (slow) drop revision runs under the
+    cut-over's block."""
     process = subprocess.Popen(
         [MIGRATE, "--config", str(workspace / "migrate.toml"), "apply", "--env", env],
         stdout=subprocess.DEVNULL,
@@ -289,6 +281,22 @@ def test_a_run_killed_in_the_cut_over_verifies_again_when_resumed(
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.mark.parametrize("where", ["dev", "ci"])
+def test_a_run_killed_in_the_cut_over_verifies_again_when_resumed(
+    tmp_path: Path, where: str, make_database: MakeDatabase
+) -> None:
+    """SIGKILL while the drop revision runs under the cut-over's block: its transaction dies
+    with the process, the journal says the cut-over began ("cutting"). Writes then reach the
+    source while nothing runs. The resumed apply must verify again, so it refuses the drop
+    and every write is still in users.addresses."""
+    workspace = _slow_drop(copy_example(tmp_path, mode="snapshot"))
+    project, env = _project(workspace, where, make_database)
+    assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
+    assert api.apply(project, env, targets=[COPY]).exit_code == 0
+    users, shipping = project.url(env, "users"), project.url(env, "shipping")
+    _kill_in_the_cut_over(workspace, project, env)
     assert api.observe(project, env).as_dict()["users"] == ("ea29cd865dcc",)  # the drop died with it
     _write(users, *LATE_WRITES)
     expected = _rows(users, "addresses")
@@ -302,3 +310,252 @@ def test_a_run_killed_in_the_cut_over_verifies_again_when_resumed(
     assert _rows(users, "addresses") == expected
     assert _rows(shipping, "addresses") == []
     assert api.observe(project, env).as_dict()["users"] == ("ea29cd865dcc",)
+
+
+@pytest.mark.parametrize("where", ["dev", "ci", "ci-mariadb-users"])
+def test_follow_mode_carries_writes_made_after_the_copy_through_the_cut_over(
+    tmp_path: Path, where: str, make_database: MakeDatabase
+) -> None:
+    """mode = "follow": the copy step ends with capture on; the source then takes an update,
+    an insert and a delete. The next apply replays them, cuts over with writes blocked, runs
+    the drop: shipping holds exactly what users held, and no trigger or log table remains."""
+    workspace = copy_example(tmp_path, mode="follow")
+    project, env = _project(workspace, where, make_database)
+    assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
+    copied = api.apply(project, env, targets=[COPY])
+    assert copied.exit_code == 0, copied.message
+    users, shipping = project.url(env, "users"), project.url(env, "shipping")
+    assert capture_objects_left(users) != []
+    _write(users, *LATE_WRITES, "DELETE FROM addresses WHERE id = 2")
+    expected = _rows(users, "addresses")
+    assert expected is not None and len(expected) == 8
+    (following,) = api.status(project, env).following_copies
+    assert (following.copy, following.lag) == ("addresses-to-shipping", 4)  # an update logs two keys
+
+    done = api.apply(project, env)
+
+    assert done.exit_code == 0, done.message
+    assert _rows(shipping, "addresses") == expected
+    assert _rows(users, "addresses") is None
+    assert capture_objects_left(users) == []
+    state, checkpoint = _copy_record(project, env)
+    assert state == "copied" and checkpoint.cutover == "done" and checkpoint.blocked_seconds is not None
+
+
+LIVE = {
+    # direction: (users' dialect, shipping's dialect)
+    "pg-to-pg": ("postgresql", "postgresql"),
+    "pg-to-mariadb": ("postgresql", "mariadb"),
+    "mariadb-to-pg": ("mariadb", "postgresql"),
+    "sqlite-to-pg": ("sqlite", "postgresql"),
+}
+LIVE_ROWS = 100_000
+
+
+def _live_project(ws: Path, direction: str, make_database: MakeDatabase) -> api.Project:
+    def url(dialect: str) -> str:
+        if dialect == "mariadb":
+            return make_database("mysql").replace("mysql+pymysql", "mariadb+pymysql")
+        return make_database(dialect)
+
+    users, shipping = LIVE[direction]
+    environ = {
+        "CI_USERS_DATABASE_URL": url(users),
+        "CI_ORDERS_DATABASE_URL": url("postgresql"),
+        "CI_BILLING_DATABASE_URL": url("mariadb"),
+        "CI_SHIPPING_DATABASE_URL": url(shipping),
+    }
+    return api.open_project(str(ws / "migrate.toml"), environ=environ)
+
+
+def _seed_many(url: str, first: int, rows: int) -> None:
+    """``rows`` more addresses, ids from ``first``, each copying address 1 but its street."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            one = conn.execute(
+                sa.text("SELECT user_id, city, postcode, country, created_at FROM addresses WHERE id = 1")
+            )
+            user_id, city, postcode, country, created_at = one.one()
+            insert = sa.text(
+                "INSERT INTO addresses (id, user_id, street, city, postcode, country, created_at) "
+                "VALUES (:id, :user_id, :street, :city, :postcode, :country, :created_at)"
+            )
+            batch = [
+                {
+                    "id": i,
+                    "user_id": user_id,
+                    "street": f"street {i}",
+                    "city": city,
+                    "postcode": postcode,
+                    "country": country,
+                    "created_at": created_at,
+                }
+                for i in range(first, first + rows)
+            ]
+            for i in range(0, len(batch), 10_000):
+                conn.execute(insert, batch[i : i + 10_000])
+    finally:
+        engine.dispose()
+
+
+def _streets(url: str) -> dict[int, str]:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return {int(i): str(s) for i, s in conn.execute(sa.text("SELECT id, street FROM addresses"))}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("direction", list(LIVE))
+def test_a_live_writer_loses_nothing_through_a_follow_mode_move(
+    tmp_path: Path, direction: str, make_database: MakeDatabase
+) -> None:
+    """A writer process inserts, updates and deletes addresses at 200 writes per second, each
+    in its own transaction, from before the copy until the drop: through the backfill of
+    100,000 rows, the replay, a pause while nothing runs, the cut-over and the drop. Then
+    shipping.addresses is exactly what every committed write made of users.addresses, and
+    no trigger or log table remains."""
+    workspace = copy_example(tmp_path, mode="follow")
+    project = _live_project(workspace, direction, make_database)
+    env = "ci"
+    assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
+    users, shipping = project.url(env, "users"), project.url(env, "shipping")
+    _seed_many(users, 1000, LIVE_ROWS)
+    expected = _streets(users)
+    log, stop = tmp_path / "writes.jsonl", tmp_path / "stop"
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.executor.live_writer", users, str(log), str(stop), "200", "7", "1000", "100999"],
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not log.exists() or len(log.read_text().splitlines()) < 20:
+            assert writer.poll() is None and time.monotonic() < deadline, "the writer did not start"
+            time.sleep(0.05)
+        copied = api.apply(project, env, targets=[COPY])
+        assert copied.exit_code == 0, copied.message
+        time.sleep(1.5)  # writes go on while nothing runs
+        done = api.apply(project, env)
+        assert done.exit_code == 0, done.message
+        writer.wait(timeout=30)  # its next write finds the table gone
+    finally:
+        stop.touch()
+        writer.wait(timeout=30)
+
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert "stopped" in lines[-1], "the writer should have been writing until the drop"
+    writes = lines[:-1]
+    assert len(writes) > 200
+    for write in writes:
+        if write["op"] == "delete":
+            expected.pop(write["id"])
+        else:
+            expected[write["id"]] = write["street"]
+    assert _streets(shipping) == expected
+    assert _rows(users, "addresses") is None
+    assert capture_objects_left(users) == []
+
+
+FAILING_DROP = '''
+def upgrade() -> None:
+    """Upgrade schema."""
+    raise RuntimeError("the drop revision fails")
+
+
+def downgrade() -> None:
+'''
+
+
+@pytest.mark.parametrize("where", ["dev", "ci"])
+def test_follow_mode_a_failing_revision_before_the_cut_over_removes_capture_and_copy(
+    tmp_path: Path, where: str, make_database: MakeDatabase
+) -> None:
+    """One apply runs the follow-mode copy, then its `before` revision fails. The run rolls
+    back: the copy had not cut over, so its rows leave shipping, its capture leaves users,
+    and users.addresses keeps every row and the write made after the copy."""
+    workspace = copy_example(tmp_path, mode="follow")
+    drop = workspace / "services/users/migrations/versions/f43128fb8d05_drop_addresses_moved_to_shipping.py"
+    head, tail = drop.read_text().split(ORIGINAL_DROP)
+    drop.write_text(head + FAILING_DROP + tail)
+    project, env = _project(workspace, where, make_database)
+    assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
+    users, shipping = project.url(env, "users"), project.url(env, "shipping")
+    original = _rows(users, "addresses")
+
+    failed = api.apply(project, env)
+
+    assert failed.exit_code == 1, failed.message
+    assert next(s for s in failed.steps if s.status == "failed").node == DROP
+    assert _rows(users, "addresses") == original
+    assert _rows(shipping, "addresses") in ([], None)  # emptied, or its table undone too
+    assert capture_objects_left(users) == []
+
+
+@pytest.mark.parametrize("where", ["dev", "ci"])
+def test_follow_mode_killed_in_the_backfill_then_written_to_loses_nothing(
+    tmp_path: Path, where: str, make_database: MakeDatabase
+) -> None:
+    """SIGKILL while the follow-mode copy pauses between batches; writes reach the source
+    while nothing runs (the capture, left in place, logs them). The next apply resumes the
+    copy, replays the log, cuts over and drops: shipping holds every write."""
+    workspace = copy_example(tmp_path, mode="follow")
+    manifest = workspace / "migrate.toml"
+    manifest.write_text(manifest.read_text().replace("batch_size = 1000", "batch_size = 2\npause_seconds = 1"))
+    project, env = _project(workspace, where, make_database)
+    assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
+    users, shipping = project.url(env, "users"), project.url(env, "shipping")
+    process = subprocess.Popen(
+        [MIGRATE, "--config", str(manifest), "apply", "--env", env, "--target", COPY],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **project.environ},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_rows(shipping, "addresses") or []) < 2:
+            assert process.poll() is None and time.monotonic() < deadline, "the copy never began"
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    assert capture_objects_left(users) != []
+    # rows the copy had passed change too
+    _write(
+        users,
+        *LATE_WRITES,
+        "UPDATE addresses SET street = 'after the kill' WHERE id = 1",
+        "DELETE FROM addresses WHERE id = 2",
+    )
+    expected = _rows(users, "addresses")
+
+    done = api.apply(project, env)
+
+    assert done.exit_code == 0, done.message
+    assert _rows(shipping, "addresses") == expected
+    assert _rows(users, "addresses") is None
+    assert capture_objects_left(users) == []
+
+
+@pytest.mark.parametrize("where", ["dev", "ci"])
+def test_follow_mode_killed_in_the_cut_over_replays_what_came_since(
+    tmp_path: Path, where: str, make_database: MakeDatabase
+) -> None:
+    """SIGKILL while the drop revision runs under the follow-mode cut-over's block; writes
+    then reach the source. The resumed apply replays them and completes the move."""
+    workspace = _slow_drop(copy_example(tmp_path, mode="follow"))
+    project, env = _project(workspace, where, make_database)
+    assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
+    assert api.apply(project, env, targets=[COPY]).exit_code == 0
+    users, shipping = project.url(env, "users"), project.url(env, "shipping")
+    _kill_in_the_cut_over(workspace, project, env)
+    _write(users, *LATE_WRITES)
+    expected = _rows(users, "addresses")
+
+    resumed = api.apply(project, env)
+
+    assert resumed.exit_code == 0, resumed.message
+    assert _rows(shipping, "addresses") == expected
+    assert _rows(users, "addresses") is None
+    assert capture_objects_left(users) == []

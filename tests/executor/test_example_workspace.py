@@ -15,7 +15,7 @@ from tests.executor.example import address_rows as _rows
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
-    return copy_example(tmp_path)
+    return copy_example(tmp_path, mode=None)  # as it ships: follow mode
 
 
 def _move_and_restore(project: api.Project, env: str) -> None:

@@ -60,6 +60,20 @@ class CatalogExtras:
     json_columns: frozenset[str] = frozenset()  # text columns that hold JSON (a json_valid() check)
 
 
+@dataclass(frozen=True)
+class CaptureObjects:
+    """The change capture of one follow-mode copy on its source (see ``copy.capture``): the
+    source table, the change-log table and the trigger names, unquoted; every name starts
+    with ``migrate_capture_`` so that they are obviously the tool's."""
+
+    schema: str | None
+    table: str  # the source table
+    log: str  # the change-log table, in the same schema
+    base: str  # triggers and functions are named from it
+    keys: tuple[str, ...]  # the source table's key columns: the log holds them
+    comment: str  # what the log table is, for a human who finds it
+
+
 def decimal_fits(s: ColumnInfo, t: ColumnInfo) -> bool:
     if t.scale is None and t.precision is None:
         return True
@@ -204,6 +218,44 @@ class DialectImpl:
     def estimate_rows(self, conn: RawConn, sql: TableSql, table: TableInfo) -> tuple[bool, int | None]:
         """(known, rows) from the catalog without counting; known False means count them."""
         return False, None
+
+    # cut-over and change capture (see copy.cutover, copy.capture)
+
+    def qualified(self, schema: str | None, name: str) -> str:
+        return f"{self.quote(schema)}.{self.quote(name)}" if schema else self.quote(name)
+
+    def block_statement(self, table: str, log: str | None) -> str:
+        """SQL blocking writes to ``table`` (quoted); ``log`` (quoted), the change-log table of
+        a follow-mode copy, stays readable and writable by the blocking session."""
+        return self.block_sql.format(table=table)
+
+    def capture_install(self, c: CaptureObjects) -> list[str]:
+        """Statements creating the change-log table and the triggers that fill it with the key
+        of every inserted, updated (old and new key) and deleted row, inside the writer's own
+        transaction. Each is idempotent: a resumed copy runs them again."""
+        raise NotImplementedError(self.name)
+
+    def capture_remove(self, c: CaptureObjects) -> list[str]:
+        """Statements dropping the triggers and the log table; idempotent, and valid once the
+        source table is gone. By default: one trigger per event, named ``{base}_ins`` (upd, del)."""
+        triggers = [
+            f"DROP TRIGGER IF EXISTS {self.qualified(c.schema, f'{c.base}_{e}')}" for e in ("ins", "upd", "del")
+        ]
+        return [*triggers, f"DROP TABLE IF EXISTS {self.qualified(c.schema, c.log)}"]
+
+    def begin_snapshot(self, conn: RawConn) -> bool:
+        """Begin a transaction on ``conn`` whose reads all see one consistent snapshot, without
+        holding writers back; False where the database cannot (nothing is begun)."""
+        return False
+
+    def capture_schema(self, conn: RawConn) -> str | None:
+        """The schema an unqualified source table is in, where the triggers must name the log
+        with its schema (they run with a search path of their own); None: no need."""
+        return None
+
+    def privilege_denied(self, exc: BaseException) -> bool:
+        """Whether a driver error says the session lacks a privilege."""
+        return False
 
 
 _REGISTRY: dict[str, DialectImpl] = {}

@@ -15,6 +15,7 @@ from orchestrator.copy.columns import ColumnInfo, ColumnPair, Kind
 from orchestrator.copy.dialects.base import (
     SPECIAL_CODES,
     TAB,
+    CaptureObjects,
     CatalogExtras,
     DialectImpl,
     Field,
@@ -187,7 +188,7 @@ def _real_name(reflected: str, known: Collection[str]) -> str:
 class MysqlImpl(DialectImpl):
     name = "mysql"
     block_sql = "LOCK TABLES {table} READ"
-    block_how = "LOCK TABLES {table} READ (readers go on)"
+    block_how = "LOCK TABLES {table} READ"
     unblock_sql = "UNLOCK TABLES"
     hands_over_block = True
     session_zone_sql = ("SELECT @@session.time_zone", "SET time_zone = %s")
@@ -292,3 +293,40 @@ class MysqlImpl(DialectImpl):
         if rows and rows[0][0]:
             return True, int(rows[0][0])
         return False, None
+
+    def block_statement(self, table: str, log: str | None) -> str:
+        # LOCK TABLES allows its session no other table: the log is drained under the block
+        return self.block_sql.format(table=table) + (f", {log} WRITE" if log else "")
+
+    def capture_install(self, c: CaptureObjects) -> list[str]:
+        log, table = self.qualified(c.schema, c.log), self.qualified(c.schema, c.table)
+        keys = ", ".join(self.quote(k) for k in c.keys)
+        old = ", ".join(f"OLD.{self.quote(k)}" for k in c.keys)
+        new = ", ".join(f"NEW.{self.quote(k)}" for k in c.keys)
+        comment = "'" + c.comment.replace("\\", "\\\\").replace("'", "''") + "'"
+
+        def trigger(suffix: str, event: str, values: str) -> str:
+            name = self.qualified(c.schema, f"{c.base}_{suffix}")
+            return (
+                f"CREATE TRIGGER IF NOT EXISTS {name} AFTER {event} ON {table} FOR EACH ROW "
+                f"INSERT INTO {log} ({keys}) VALUES {values}"
+            )
+
+        return [
+            f"CREATE TABLE IF NOT EXISTS {log} (migrate_seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY) "
+            f"ENGINE=InnoDB COMMENT={comment} SELECT {keys} FROM {table} WHERE 1 = 0",
+            trigger("ins", "INSERT", f"({new})"),
+            trigger("upd", "UPDATE", f"({old}), ({new})"),
+            trigger("del", "DELETE", f"({old})"),
+        ]
+
+    def privilege_denied(self, exc: BaseException) -> bool:
+        # table or database access denied, command denied, SUPER needed for triggers with binary logging
+        args: tuple[Any, ...] = getattr(exc, "args", ())
+        return bool(args) and args[0] in (1044, 1142, 1227, 1419)
+
+    def begin_snapshot(self, conn: RawConn) -> bool:
+        conn.commit()
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        return True

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from orchestrator.copy.columns import ColumnInfo, Kind
-from orchestrator.copy.dialects.base import CatalogExtras, DialectImpl, register
+from orchestrator.copy.dialects.base import CaptureObjects, CatalogExtras, DialectImpl, register
 
 if TYPE_CHECKING:
     from orchestrator.copy.schema import TableInfo
@@ -29,7 +29,7 @@ def _text_json_loaders(cur: Any) -> None:
 class PostgresqlImpl(DialectImpl):
     name = "postgresql"
     block_sql = "LOCK TABLE {table} IN EXCLUSIVE MODE"
-    block_how = "LOCK TABLE {table} IN EXCLUSIVE MODE (readers go on)"
+    block_how = "LOCK TABLE {table} IN EXCLUSIVE MODE"
     sqlalchemy_names = ("postgresql",)
     speaks_copy = True
     native_boolean = True
@@ -104,3 +104,49 @@ class PostgresqlImpl(DialectImpl):
         if rows and int(rows[0][1] or 0) > 200_000:
             return True, None
         return False, None
+
+    def capture_install(self, c: CaptureObjects) -> list[str]:
+        log, table, fn = self.qualified(c.schema, c.log), self.qualified(c.schema, c.table), self._function(c)
+        keys = ", ".join(self.quote(k) for k in c.keys)
+        old = ", ".join(f"OLD.{self.quote(k)}" for k in c.keys)
+        new = ", ".join(f"NEW.{self.quote(k)}" for k in c.keys)
+        body = (
+            f"BEGIN IF TG_OP <> 'INSERT' THEN INSERT INTO {log} ({keys}) VALUES ({old}); END IF; "
+            f"IF TG_OP <> 'DELETE' THEN INSERT INTO {log} ({keys}) VALUES ({new}); END IF; RETURN NULL; END"
+        )
+        return [
+            f"CREATE TABLE IF NOT EXISTS {log} AS SELECT {keys} FROM {table} WITH NO DATA",
+            f"ALTER TABLE {log} ADD COLUMN IF NOT EXISTS migrate_seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+            f"COMMENT ON TABLE {log} IS {_literal(c.comment)}",
+            # SECURITY DEFINER: an application's role that may write the table but not the log
+            # still logs its writes; a fixed search path, so the log is named with its schema
+            f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+            f"SET search_path = pg_catalog, pg_temp AS $migrate$ {body} $migrate$",
+            f"CREATE OR REPLACE TRIGGER {self.quote(c.base)} AFTER INSERT OR UPDATE OR DELETE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {fn}()",
+        ]
+
+    def capture_remove(self, c: CaptureObjects) -> list[str]:
+        # the function's CASCADE drops the trigger, and works once the table is gone
+        return [
+            f"DROP FUNCTION IF EXISTS {self._function(c)}() CASCADE",
+            f"DROP TABLE IF EXISTS {self.qualified(c.schema, c.log)}",
+        ]
+
+    def _function(self, c: CaptureObjects) -> str:
+        return self.qualified(c.schema, c.base + "_fn")
+
+    def privilege_denied(self, exc: BaseException) -> bool:
+        return getattr(exc, "sqlstate", None) == "42501"  # insufficient_privilege
+
+    def capture_schema(self, conn: RawConn) -> str | None:
+        return str(conn.fetch("SELECT current_schema()")[0][0])
+
+    def begin_snapshot(self, conn: RawConn) -> bool:
+        conn.commit()
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # the snapshot is taken at the first read
+        return True
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

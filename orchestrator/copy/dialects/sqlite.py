@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import Engine
 
 from orchestrator.copy.columns import ColumnInfo, ColumnPair
-from orchestrator.copy.dialects.base import SPECIAL_CODES, TAB, DialectImpl, Field, register, text_target
+from orchestrator.copy.dialects.base import (
+    SPECIAL_CODES,
+    TAB,
+    CaptureObjects,
+    DialectImpl,
+    Field,
+    register,
+    text_target,
+)
 
 if TYPE_CHECKING:
     from orchestrator.copy.streams import RawConn, TableSql
@@ -144,7 +152,7 @@ _FIELDS: dict[str, FieldFn] = {
 class SqliteImpl(DialectImpl):
     name = "sqlite"
     block_sql = "DELETE FROM {table} WHERE 0"  # changes nothing, takes the database's write lock
-    block_how = "the SQLite database's write lock (readers go on)"
+    block_how = "the SQLite database's write lock"
     sqlalchemy_names = ("sqlite",)
     renders_copy_text = True
     in_process = True
@@ -185,3 +193,32 @@ class SqliteImpl(DialectImpl):
             f"SELECT CAST(group_concat(l, char(10)) AS BLOB), count(*), coalesce(sum(m), 0) "
             f"FROM (SELECT {line} AS l, {marks} AS m FROM {sql.name}{where} ORDER BY {order})"
         )
+
+    def capture_install(self, c: CaptureObjects) -> list[str]:
+        # statements inside a trigger take unqualified names
+        log, table = self.quote(c.log), self.qualified(c.schema, c.table)
+        keys = ", ".join(self.quote(k) for k in c.keys)
+        old = ", ".join(f"OLD.{self.quote(k)}" for k in c.keys)
+        new = ", ".join(f"NEW.{self.quote(k)}" for k in c.keys)
+
+        def trigger(suffix: str, event: str, body: str) -> str:
+            name = self.qualified(c.schema, f"{c.base}_{suffix}")
+            return f"CREATE TRIGGER IF NOT EXISTS {name} AFTER {event} ON {table} FOR EACH ROW BEGIN {body} END"
+
+        def insert(values: str) -> str:
+            return f"INSERT INTO {log} ({keys}) VALUES ({values});"
+
+        # untyped key columns keep each value's own storage class, as the source holds it
+        return [
+            f"CREATE TABLE IF NOT EXISTS {self.qualified(c.schema, c.log)} "
+            f"(migrate_seq INTEGER PRIMARY KEY AUTOINCREMENT, {keys})",
+            trigger("ins", "INSERT", insert(new)),
+            trigger("upd", "UPDATE", insert(old) + " " + insert(new)),
+            trigger("del", "DELETE", insert(old)),
+        ]
+
+    def capture_remove(self, c: CaptureObjects) -> list[str]:
+        triggers = [
+            f"DROP TRIGGER IF EXISTS {self.qualified(c.schema, f'{c.base}_{s}')}" for s in ("ins", "upd", "del")
+        ]
+        return [*triggers, f"DROP TABLE IF EXISTS {self.qualified(c.schema, c.log)}"]

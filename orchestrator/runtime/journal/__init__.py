@@ -12,7 +12,7 @@ Every text that reaches these tables passes through the redaction function first
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -92,6 +92,21 @@ def copy_states(
         return journal.completed_copies(), journal.reverting_copies()
     except sa.exc.DatabaseError:
         return (), ()
+    finally:
+        journal.close()
+
+
+def copy_records(
+    manifest: Manifest, names: Sequence[str], env: str, environ: Mapping[str, str] | None = None
+) -> dict[str, CopyRecord]:
+    """The journal's records of the copies ``names`` (those it has); reads only."""
+    if not names or not journal_exists(manifest, env, environ):
+        return {}
+    journal = open_journal(manifest, env, environ, create=False)
+    try:
+        return {n: r for n in names if (r := journal.copy_record(n)) is not None}
+    except sa.exc.DatabaseError:
+        return {}
     finally:
         journal.close()
 
