@@ -108,8 +108,11 @@ class CopyCheckpoint:
 
     @property
     def cut_over(self) -> bool:
-        """Whether a revert must carry the target's rows back (else it only deletes them)."""
-        return self.cutover != "pending"
+        """Whether the copy has surely cut over ("done", or recorded before cut-overs existed).
+        Otherwise, as long as the source table is there, the source is the truth and a revert
+        only deletes the copied rows: a cut-over that stopped ("cutting") with its `before`
+        revision rolled back, or not yet run, left the source taking writes."""
+        return self.cutover not in ("pending", "cutting")
 
     def with_cutover(self, state: CutoverState | None, blocked_seconds: float | None = None) -> CopyCheckpoint:
         return replace(self, cutover=state, blocked_seconds=blocked_seconds)

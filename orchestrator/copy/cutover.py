@@ -14,10 +14,12 @@ write can land between the verification and the revision:
 * MariaDB: ``LOCK TABLES ... READ`` on a connection of its own (readers go on; writers wait).
   ``LOCK TABLES`` forbids the session that holds it any table it did not lock, so the revision
   cannot run under it. Instead the block is handed over (``Handoff``): the revision runs on its
-  own connection, and the moment one of its statements that names the source table waits for
-  the table's metadata lock (the ``DROP TABLE`` of a move), the block is released. MariaDB grants
-  that waiting exclusive lock before the writers queued behind the block, so none of them can
-  write between the verification and the drop.
+  own connection, and the moment its ``DROP TABLE`` (or ``RENAME TABLE``) of the source table
+  waits for the table's metadata lock, the block is released. MariaDB grants that waiting
+  exclusive lock before the writers queued behind the block, so none of them can write between
+  the verification and the drop. Another statement of the revision that waits for the table
+  (an ``ALTER``, a ``DELETE``) would let the writers in first: it is stopped (``KILL QUERY``)
+  after ``cutover_max_block``, and the revision fails.
 
 When the ``before`` revision belongs to another service than the copy's source, the block is
 taken on a connection of its own to the source, and held until that revision has committed.
@@ -25,6 +27,7 @@ taken on a connection of its own to the source, and held until that revision has
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -39,7 +42,8 @@ from orchestrator.copy.capture import Capture, ReplayStats, replaying
 from orchestrator.copy.checkpoint import PreexistingKeys
 from orchestrator.copy.copier import Copier, where_filter
 from orchestrator.copy.dialects import DialectImpl, impl_for, impl_for_sqlalchemy
-from orchestrator.copy.errors import CopyFailedError, CopyVerificationError
+from orchestrator.copy.errors import CopyConflictError, CopyFailedError, CopyVerificationError
+from orchestrator.copy.preexisting import check_preexisting
 from orchestrator.copy.revert import delete_copied
 from orchestrator.copy.schema import CopyPlan, build_plan, dialect_of, quote_identifier, split_table_name
 from orchestrator.copy.streams import RawConn, raw_connection
@@ -137,10 +141,18 @@ class Handoff:
 
     POLL_SECONDS = 0.002
 
-    def __init__(self, blocker: sa.Connection, runner: int, table: str) -> None:
+    def __init__(self, blocker: sa.Connection, runner: int, table: str, patience: float) -> None:
         self._dbapi = _dbapi(blocker)
         self._runner = runner
         self._name = split_table_name(table)[1].lower()
+        # the statements whose wait is the hand-over: they ask for the table's exclusive lock
+        # at once, so no queued writer can get in between
+        name = re.escape(self._name)
+        self._takes_over = re.compile(
+            rf"^\s*(drop|rename)\s+table\s+(if\s+exists\s+)?([`\w]+\.)?`?{name}`?(\s|,|;|$)", re.IGNORECASE
+        )
+        self._patience = patience
+        self.refused: str | None = None  # why the revision's statement was stopped
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._released = False
@@ -150,15 +162,26 @@ class Handoff:
 
     def _watch(self) -> None:
         sql = f"SELECT STATE, INFO FROM information_schema.PROCESSLIST WHERE ID = {self._runner}"
+        waiting_since: float | None = None
         while not self._stop.wait(self.POLL_SECONDS):
             with self._lock:
                 if self._released:
                     return
                 rows = _run(self._dbapi, sql)
-                state, info = (str(v or "").lower() for v in rows[0]) if rows else ("", "")
-                if "metadata lock" in state and self._name in info:
+                state, info = (str(v or "") for v in rows[0]) if rows else ("", "")
+                if "metadata lock" not in state.lower() or self._name not in info.lower():
+                    waiting_since = None
+                    continue
+                if self._takes_over.match(info):
                     self._release()
                     self.handed_over = time.monotonic()
+                    return
+                # Another statement waits for the table (an ALTER, a DML): releasing would let
+                # the queued writers in before it. Stop it instead, once patience runs out.
+                waiting_since = waiting_since or time.monotonic()
+                if time.monotonic() - waiting_since > self._patience:
+                    self.refused = info.strip().splitlines()[0][:200]
+                    _run(self._dbapi, f"KILL QUERY {self._runner}")
                     return
 
     def _release(self) -> None:
@@ -225,7 +248,25 @@ def verify_blocked(
                 f"their writes are captured and replayed, then apply again, which copies again",
                 differing=differing,
             ) from exc
+        _check_preexisting_blocked(copier, pre)
     return CutoverCheck(outcome.target_count, outcome.checksum, how)
+
+
+def _check_preexisting_blocked(copier: Copier, pre: PreexistingKeys) -> None:
+    """Rows the target held before the copy are not the copy's and are not compared above;
+    their source rows may have changed since, and the drop would lose that: they must still
+    be equal, under the block."""
+    spec = copier.plan.spec
+    try:
+        check_preexisting(copier, pre)
+    except CopyConflictError as exc:
+        raise CopyCutoverError(
+            f"cut-over refused: {exc.message}; a row {spec.target}.{spec.target_table} held before the copy "
+            f"was changed in {spec.source}.{spec.table} since, so the revision that follows the copy did not "
+            "run and nothing was dropped; the copied rows were removed",
+            "make the two rows equal (or remove the target's), then apply again, which copies again",
+            differing=1,
+        ) from exc
 
 
 def count_differences(copier: Copier, pre: PreexistingKeys) -> int:
@@ -277,6 +318,7 @@ def compare_keys(copier: Copier, keys: Mapping[CanonKey, tuple[Any, ...]]) -> di
 COMPARE_KEYS = 500
 NARROW_TO = 50  # keys few enough to compare under the block
 NARROW_ROUNDS = 4
+REPLAY_SECONDS = 60.0  # the longest one replay runs before the cut-over looks again
 
 
 # --- follow mode ---------------------------------------------------------------------------
@@ -304,7 +346,7 @@ def watch_follow(plan: CopyPlan, source: Engine, target: Engine, pre: Preexistin
     again before and under the block. Either way every key replayed from then on is
     remembered (``FollowWatch.since``)."""
     with replaying(plan, source, target) as (capture, copier):
-        capture.replay(copier, copier.src, pre, ReplayStats(), until=1_000)
+        capture.replay(copier, copier.src, pre, ReplayStats(), until=1_000, deadline=time.monotonic() + REPLAY_SECONDS)
         since = ReplayStats()
         pinned = _Borrowed(copier.src.dialect, copier.src.dbapi, copier.src.proxy)
         if impl_for(pinned.dialect).begin_snapshot(pinned):
@@ -314,17 +356,32 @@ def watch_follow(plan: CopyPlan, source: Engine, target: Engine, pre: Preexistin
                 if verify_streams(snapshot, pre) is None:
                     verify_copy(snapshot, pre)
                 suspects: dict[CanonKey, tuple[Any, ...]] = {}
-            except CopyVerificationError:
-                suspects = differing_keys(snapshot, pre)
+            except CopyVerificationError as exc:
+                suspects = _suspects(snapshot, pre, exc)
             finally:
                 copier.src.commit()  # the replayed entries are forgotten
             return FollowWatch(suspects, since)
         try:
             verify_copy(copier, pre)
             suspects = {}
-        except CopyVerificationError:
-            suspects = differing_keys(copier, pre)
+        except CopyVerificationError as exc:
+            suspects = _suspects(copier, pre, exc)
         return FollowWatch(suspects, since)
+
+
+def _suspects(copier: Copier, pre: PreexistingKeys, failure: CopyVerificationError) -> dict[CanonKey, tuple[Any, ...]]:
+    """The keys of the rows that differ, to compare again; a difference no key names (a row
+    whose key is NULL, say) cannot be compared again, so it fails the cut-over now."""
+    suspects = differing_keys(copier, pre)
+    if not suspects:
+        spec = copier.plan.spec
+        raise CopyCutoverBusyError(
+            f"{where_filter(spec, 'source')}: the verification before the cut-over failed and the "
+            f"difference could not be narrowed down to a key ({failure.message}); nothing was blocked "
+            "or dropped, and the copy goes on following",
+            "look for rows whose key is NULL or duplicated in the source, fix them, then apply again",
+        ) from failure
+    return suspects
 
 
 def catch_up(
@@ -342,7 +399,7 @@ def catch_up(
     with replaying(plan, source, target) as (capture, copier):
         per_key = 0.0005  # seconds to compare one key, until measured
         for round_ in range(NARROW_ROUNDS * 3):
-            capture.replay(copier, copier.src, pre, watch.since)
+            capture.replay(copier, copier.src, pre, watch.since, deadline=time.monotonic() + REPLAY_SECONDS)
             keys = {**watch.suspects, **watch.since.keys}
             if len(keys) <= NARROW_TO or (round_ >= NARROW_ROUNDS and len(keys) * per_key <= block / 2):
                 return len(keys)
@@ -380,6 +437,10 @@ def drain_blocked(
         drained = watch.since.entries - before
         keys = {**watch.suspects, **watch.since.keys}
         differing = len(compare_keys(copier, keys))
+        if not differing and impl_for(src.dialect).triggers_miss_changes:
+            differing = _count_difference(copier, pre)
+        if not differing:
+            _check_preexisting_blocked(copier, pre)
     if differing:
         raise CopyCutoverError(
             f"cut-over refused: {where_filter(spec, 'target')} does not match {where_filter(spec, 'source')} "
@@ -395,6 +456,19 @@ def drain_blocked(
 
 def _other_key(copier: Copier, from_source: bool, row: Sequence[Any]) -> tuple[Any, ...]:
     return copier.keys.to_target_in(row) if from_source else copier.keys.to_source_in(row)
+
+
+def _count_difference(copier: Copier, pre: PreexistingKeys) -> int:
+    """How far the row counts of the two sides are apart: where the triggers can miss a
+    change (MariaDB's cascading foreign keys, SQLite's REPLACE), a missed insert or delete
+    shows here. (Not with pre-existing target rows, whose keys the source may lack.)"""
+    if pre:
+        return 0
+    counts = []
+    for conn, sql in ((copier.src, copier.ssql), (copier.tgt, copier.tsql)):
+        counts.append(int(conn.fetch(sql.count())[0][0]))
+        conn.rollback()
+    return abs(counts[0] - counts[1])
 
 
 @dataclass(frozen=True)

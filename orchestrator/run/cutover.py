@@ -115,7 +115,8 @@ class Cutovers:
                 # "cutting" otherwise: a run stopped in this cut-over before the revision
                 # committed; writes may have come since, so it is verified again.
                 plan = cutover_plan(spec, source, target)
-                if spec.mode == "follow" and not (spec.source == self.service and conn.dialect.name == "sqlite"):
+                own = self.service in (spec.source, spec.target) and conn.dialect.name == "sqlite"
+                if spec.mode == "follow" and not own:
                     # (the revision's transaction holds a SQLite database's write lock: the
                     # log is drained under the block, on that transaction, instead)
                     self._catch_up(plan, source, target, checkpoint)
@@ -192,7 +193,7 @@ class Cutovers:
                 raise
         opened.verified = True
         if handed and spec.source == self.service:
-            opened.handoff = Handoff(on, connection_id(conn), spec.table)
+            opened.handoff = Handoff(on, connection_id(conn), spec.table, spec.cutover_max_block)
 
     def done(self, revision: str, conn: sa.Connection) -> None:
         """``revision`` committed: the block ends; its copies have cut over."""
@@ -208,7 +209,9 @@ class Cutovers:
             ended = o.handoff.handed_over if o.handoff is not None else None
             blocked = (ended or time.monotonic()) - o.began
             if o.capture is not None:
-                o.capture.remove()  # the revision has run: nothing is left to follow
+                # the revision has run: nothing is left to follow. Removed after the unit: the
+                # next revision's transaction may hold a SQLite database's write lock now
+                self._remove.append(o.capture)
             done = o.checkpoint.with_cutover("done", blocked)
             self.journal.set_copy_record(o.spec.name, self.run_id, "copied", done.to_json())
             self.emit(
@@ -230,6 +233,16 @@ class Cutovers:
                 if o.handoff is not None:
                     with suppress(sa.exc.DBAPIError):
                         o.handoff.stop()
+                    if o.handoff.refused:
+                        self.emit(
+                            Notice(
+                                self.run_id,
+                                f"copy:{o.spec.name}: the cut-over stopped `{o.handoff.refused}`: on MariaDB the "
+                                f"revision after a copy must drop (or rename) {o.spec.table} before any other "
+                                "statement that waits for it, or writers queued behind the cut-over would get in "
+                                "first; nothing was dropped",
+                            )
+                        )
                 if o.blocker is not None:
                     with suppress(sa.exc.DBAPIError):
                         o.blocker.rollback()
@@ -247,6 +260,6 @@ class Cutovers:
             with suppress(sa.exc.DBAPIError):
                 release(blocker)
         self._stack.close()
-        for capture in self._remove:  # refused cut-overs: their block has ended by now
+        for capture in self._remove:  # cut over, or refused: no block holds by now
             capture.remove()
         self._remove.clear()

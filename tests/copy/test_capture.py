@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from orchestrator.copy import PreexistingKeys, copy_table
 from orchestrator.copy.capture import Capture, ReplayStats, capture_objects, replaying
 from orchestrator.copy.errors import CopyPreflightError
+from orchestrator.copy.revert import revert_copy
 from orchestrator.copy.schema import build_plan
 from tests.conftest import MakeDatabase
 from tests.copy.helpers import MemoryStore, capture_objects_left, engine, execute, spec
@@ -212,5 +213,33 @@ def test_the_backfill_does_not_chase_rows_inserted_at_the_end(make_database: Mak
     finally:
         stop.set()
         Capture(build_plan(copy, s, t), s).remove()
+        s.dispose()
+        t.dispose()
+
+
+@pytest.mark.parametrize("src", ["postgresql", "mysql"])
+def test_a_cut_over_that_stopped_with_the_source_still_there_reverts_by_deleting_only(
+    src: str, make_database: MakeDatabase
+) -> None:
+    """A cut-over that began ("cutting") but whose drop never ran left the source taking
+    writes: its revert must not carry the target's older rows back over them."""
+    source, target = make_database(src), make_database("sqlite")
+    _table(source, 30)
+    _table(target, 0)
+    copy = spec(table="items")
+    s, t = engine(source), engine(target)
+    try:
+        store = MemoryStore()
+        copy_table(copy, s, t, store)
+        assert store.checkpoint is not None
+        store.save(store.checkpoint.with_cutover("cutting"))
+        execute(source, "UPDATE items SET name = 'written after the cut-over began' WHERE id = 3")
+        expected = _rows(source)
+
+        revert_copy(copy, s, t, store)
+
+        assert _rows(source) == expected
+        assert _rows(target) == []
+    finally:
         s.dispose()
         t.dispose()

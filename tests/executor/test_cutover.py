@@ -559,3 +559,64 @@ def test_follow_mode_killed_in_the_cut_over_replays_what_came_since(
     assert _rows(shipping, "addresses") == expected
     assert _rows(users, "addresses") is None
     assert capture_objects_left(users) == []
+
+
+@pytest.mark.parametrize("mode", ["snapshot", "follow"])
+def test_a_row_the_target_held_before_the_copy_and_changed_since_in_the_source_stops_the_drop(
+    tmp_path: Path, mode: str, make_database: MakeDatabase
+) -> None:
+    """shipping already held address 1, equal to users' (a pre-existing row: not the copy's,
+    not compared with the copied rows). users then changes address 1. The cut-over checks the
+    pre-existing rows again under the block and refuses: the drop would lose that update."""
+    workspace = copy_example(tmp_path, mode=mode)
+    project, env = _project(workspace, "dev", make_database)
+    assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
+    users, shipping = project.url(env, "users"), project.url(env, "shipping")
+    _write(
+        shipping,
+        "ATTACH DATABASE '" + users.removeprefix("sqlite:///") + "' AS u",
+        "INSERT INTO addresses SELECT * FROM u.addresses WHERE id = 1",
+    )
+    assert api.apply(project, env, targets=[COPY]).exit_code == 0
+    _write(users, "UPDATE addresses SET street = 'changed after the copy' WHERE id = 1")
+    expected = _rows(users, "addresses")
+
+    failed = api.apply(project, env)
+
+    assert failed.exit_code == 1, failed.message
+    failing = next(s for s in failed.steps if s.status == "failed")
+    assert failing.node == DROP and failing.error is not None and "cut-over refused" in failing.error
+    assert _rows(users, "addresses") == expected
+    assert capture_objects_left(users) == []
+
+
+def test_mariadb_hand_over_stops_a_statement_that_would_let_writers_in(
+    tmp_path: Path, make_database: MakeDatabase
+) -> None:
+    """On MariaDB the block passes to the revision only at its DROP of the table. A revision
+    that first deletes from the table would wait behind the block, and releasing it would let
+    queued writers in before the drop: that statement is stopped, the revision fails, nothing
+    is dropped and users keeps every row."""
+    workspace = copy_example(tmp_path, mode="snapshot")
+    manifest = workspace / "migrate.toml"
+    manifest.write_text(
+        manifest.read_text().replace("batch_size = 1000", 'batch_size = 1000\ncutover_max_block = "300ms"')
+    )
+    drop = workspace / "services/users/migrations/versions/f43128fb8d05_drop_addresses_moved_to_shipping.py"
+    head, tail = drop.read_text().split(ORIGINAL_DROP)
+    delete_first = ORIGINAL_DROP.replace(
+        '    op.drop_table("addresses")',
+        '    op.execute("DELETE FROM addresses WHERE id = 8")\n    op.drop_table("addresses")',
+    )
+    drop.write_text(head + delete_first + tail)
+    project, env = _project(workspace, "ci-mariadb-users", make_database)
+    assert api.apply(project, env, targets=[SEED, "shipping@a0578c77f893"]).exit_code == 0
+    assert api.apply(project, env, targets=[COPY]).exit_code == 0
+    users = project.url(env, "users")
+    expected = _rows(users, "addresses")
+
+    failed = api.apply(project, env)
+
+    assert failed.exit_code == 1, failed.message
+    assert next(s for s in failed.steps if s.status == "failed").node == DROP
+    assert _rows(users, "addresses") == expected

@@ -148,6 +148,8 @@ class DialectImpl:
     # the block is a session's (LOCK TABLES): held on a connection of its own and handed over
     hands_over_block: ClassVar[bool] = False
     session_zone_sql: ClassVar[tuple[str, str] | None] = None  # (read, set) a session's time zone
+    # row triggers can miss a change (cascading foreign keys, REPLACE): counts are compared too
+    triggers_miss_changes: ClassVar[bool] = False
 
     def quote(self, name: str) -> str:
         """``name`` quoted for SQL text: always quoted, its quote character doubled. Nothing is

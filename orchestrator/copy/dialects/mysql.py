@@ -191,6 +191,7 @@ class MysqlImpl(DialectImpl):
     block_how = "LOCK TABLES {table} READ"
     unblock_sql = "UNLOCK TABLES"
     hands_over_block = True
+    triggers_miss_changes = True
     session_zone_sql = ("SELECT @@session.time_zone", "SET time_zone = %s")
     sqlalchemy_names = ("mysql", "mariadb")
     renders_copy_text = True

@@ -153,6 +153,7 @@ class SqliteImpl(DialectImpl):
     name = "sqlite"
     block_sql = "DELETE FROM {table} WHERE 0"  # changes nothing, takes the database's write lock
     block_how = "the SQLite database's write lock"
+    triggers_miss_changes = True
     sqlalchemy_names = ("sqlite",)
     renders_copy_text = True
     in_process = True
