@@ -1,4 +1,8 @@
-"""The library API: what the CLI and the tests call. Returns result objects; never prints."""
+"""The library API: what the CLI and the tests call. Returns result objects; never prints.
+
+One module, a little over 600 lines, because it is the one façade the CLI imports: each
+command's result type sits beside the function that builds it, and the executor's commands
+are re-exported lazily from ``orchestrator.run``."""
 
 from __future__ import annotations
 
